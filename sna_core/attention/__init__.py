@@ -1,0 +1,22 @@
+"""Attention blocks for CNNs: SNA (the paper's) and the baselines it is compared against."""
+
+from sna_core.attention.registry import (
+    ATTENTION,
+    build_attention,
+    get_attention,
+    list_attention,
+    register_attention,
+    replaces_conv,
+)
+
+# Importing a block's module registers it.
+from sna_core.attention import sna, se, eca, non_local, attention_augmented, cbam  # noqa: E402,F401
+
+__all__ = [
+    "ATTENTION",
+    "build_attention",
+    "get_attention",
+    "list_attention",
+    "register_attention",
+    "replaces_conv",
+]
