@@ -16,6 +16,8 @@ name is asked for; it never hides the other entries.
 from __future__ import annotations
 
 import difflib
+import importlib
+import warnings
 from importlib import metadata
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -38,9 +40,18 @@ def closest(name: str, choices: list[str]) -> str | None:
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) for one kind of thing."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        entry_point_group: str | None = None,
+        *,
+        validate: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        """``validate(name, obj)`` checks a loaded plugin and raises ``TypeError`` if it is unusable
+        (the plugin is then recorded as broken instead of failing later, at build time)."""
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.validate = validate
         self._entries: dict[str, T] = {}
         self._broken: dict[str, str] = {}
         self._plugin_names: set[str] = set()
@@ -67,21 +78,33 @@ class Registry(Generic[T]):
             return
         self._plugins_loaded = True
         for entry_point in metadata.entry_points(group=self.entry_point_group):
+            where = f"entry point {entry_point.value!r} in group {self.entry_point_group!r}"
             if entry_point.name in self._entries:
-                continue  # built-ins win; a plugin cannot silently replace them
-            try:
-                self._entries[entry_point.name] = entry_point.load()
-                self._plugin_names.add(entry_point.name)
-            except Exception as error:  # any import-time failure of third-party code
-                self._broken[entry_point.name] = (
-                    f"{type(error).__name__}: {error} (entry point {entry_point.value!r} "
-                    f"in group {self.entry_point_group!r})"
+                # Built-ins win: a plugin must not change what an existing name means.
+                warnings.warn(
+                    f"{self.kind} plugin {entry_point.name!r} ({where}) ignored: "
+                    f"the name is already registered",
+                    RuntimeWarning,
+                    stacklevel=2,
                 )
+                continue
+            try:
+                obj = entry_point.load()
+                if self.validate is not None:
+                    self.validate(entry_point.name, obj)
+            except Exception as error:  # any import-time failure of third-party code
+                self._broken[entry_point.name] = f"{type(error).__name__}: {error} ({where})"
+                continue
+            self._entries[entry_point.name] = obj
+            self._plugin_names.add(entry_point.name)
 
     def reload_plugins(self) -> None:
         """Forget loaded plugins and read the entry points again (after installing one)."""
         if self.entry_point_group is None:
             return
+        # Finders cache directory listings and distribution metadata; a plugin installed since
+        # the last scan is only seen after the caches are dropped.
+        importlib.invalidate_caches()
         for name in self._plugin_names:
             self._entries.pop(name, None)
         self._plugin_names.clear()
@@ -108,6 +131,11 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The factory registered as ``name``; a clear error listing the known names if none."""
+        if not isinstance(name, str):
+            raise RegistryError(
+                f"{self.kind} name must be a string, got {name!r} ({type(name).__name__}). "
+                f"Known: {', '.join(self.names()) or '(none)'}"
+            )
         self._load_plugins()
         if name in self._entries:
             return self._entries[name]
@@ -116,8 +144,9 @@ class Registry(Generic[T]):
         known = self.names()
         hint = closest(str(name), known)
         suggestion = f" Did you mean {hint!r}?" if hint else ""
+        broken = f" Broken plugins: {', '.join(sorted(self._broken))}." if self._broken else ""
         raise RegistryError(
-            f"unknown {self.kind} {name!r}.{suggestion} Known: {', '.join(known) or '(none)'}"
+            f"unknown {self.kind} {name!r}.{suggestion} Known: {', '.join(known) or '(none)'}.{broken}"
         )
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:

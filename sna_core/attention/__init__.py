@@ -2,10 +2,12 @@
 
 from sna_core.attention.registry import (
     ATTENTION,
+    broken_attention,
     build_attention,
     get_attention,
     list_attention,
     register_attention,
+    reload_attention_plugins,
     replaces_conv,
 )
 
@@ -14,9 +16,11 @@ from sna_core.attention import sna, se, eca, non_local, attention_augmented, cba
 
 __all__ = [
     "ATTENTION",
+    "broken_attention",
     "build_attention",
     "get_attention",
     "list_attention",
     "register_attention",
+    "reload_attention_plugins",
     "replaces_conv",
 ]

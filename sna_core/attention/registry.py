@@ -6,7 +6,9 @@ convolution instead of following one (attention-augmented convolution) carry the
 ``replaces_conv = True`` and accept ``in_channels, out_channels, stride`` keywords; placement code
 asks :func:`replaces_conv`.
 
-Third-party blocks arrive through the entry-point group ``sna_core.attention``.
+Third-party blocks arrive through the entry-point group ``sna_core.attention``; a plugin that
+fails to import (or is not callable) is listed by :func:`broken_attention` and reported by name
+when asked for, without hiding the other blocks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from torch import nn
 
 from sna_core._registry import Registry
 
-ATTENTION: Registry[Callable[..., nn.Module]] = Registry("attention", entry_point_group="sna_core.attention")
+
+def _check_factory(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"attention plugin {name!r} is {obj!r}, not a class or factory")
+
+
+ATTENTION: Registry[Callable[..., nn.Module]] = Registry(
+    "attention", entry_point_group="sna_core.attention", validate=_check_factory
+)
 
 
 def register_attention(name: str, *, override: bool = False):
@@ -33,6 +43,16 @@ def build_attention(name: str, channels: int, **kwargs: Any) -> nn.Module:
 def list_attention() -> list[str]:
     """Sorted names of every available attention block, plugins included (``"none"`` too)."""
     return ATTENTION.names()
+
+
+def broken_attention() -> dict[str, str]:
+    """Attention plugins that failed to load: name → reason (exception and entry point)."""
+    return ATTENTION.broken()
+
+
+def reload_attention_plugins() -> None:
+    """Read the ``sna_core.attention`` entry points again (after installing or removing a plugin)."""
+    ATTENTION.reload_plugins()
 
 
 def get_attention(name: str) -> Callable[..., nn.Module]:
