@@ -1,0 +1,672 @@
+"""Running a sweep: every unfinished cell as a Ray Tune trial that fits a Ray Train TorchTrainer.
+
+The sweep reproduces the experiment programme of Fang et al., "Combating spatial redundancy with
+spectral norm attention in convolutional learners", Neurocomputing 511 (2022) 105-116.
+
+Flow of :func:`run_sweep`: check that every dataset that needs files has its root (before Ray
+starts); ask MLflow which trial keys are finished and keep the rest; open the sweep's parent run
+and find-or-create one MLflow run per trial (serially, in the driver: sqlite takes one writer);
+start Ray; hand the trials to Tune through a :class:`~ray.tune.search.Searcher` (one trial per
+cell, or with ``search:`` an Optuna study per cell); print progress; end the parent run; stop Ray.
+
+Identity and restarts. A trial's key (the plan's cell key, or ``<cell key>-<optuna trial
+number>`` in a search) names its Tune trial, its Train run folder ``<storage>/trials/<key>`` and
+tags its MLflow run. Running the same file again skips keys with a FINISHED MLflow run; Train V2
+resumes an interrupted trial from the newest checkpoint in its folder, and the checkpoint carries
+the MLflow run id, so the run continues where it stopped. Optuna studies live in
+``<storage>/optuna.db`` (one study per cell): trials a killed driver left RUNNING are run again
+under their own number, so they resume from their checkpoints too.
+
+Start-up cost. Each Train run starts a controller, a worker group and a handful of helper actors,
+each a fresh Python process importing Ray (and most of them torch); on a small machine that, not
+the training, dominates short trials. :func:`fast_start_env`,
+:func:`~orchestrator.trainable.sweep_trainer_class` and Tune's actor reuse cut a trial from eight
+new processes to four and the end-of-trial wait from ~2.7 s to ~0.3 s
+(``python -m benchmarks.orchestrator_overhead`` measures it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from orchestrator.errors import UsageError
+from orchestrator.trainable import (
+    SKIP_PG_CLEANER_ENV,
+    SPEC_KEY,
+    TrialSpec,
+    make_trainable,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.config import ExperimentConfig
+    from orchestrator.plan import Cell
+
+# Where a sweep keeps its state under the experiment's storage path.
+TUNE_DIR = "tune"
+OPTUNA_DB = "optuna.db"
+# CPU the Tune trial actor (which only waits on its Train run) asks for: Tune refuses 0, and this
+# lets it sit beside its Train workers.
+TRIAL_DRIVER_CPU = 0.01
+# MLflow tags of search trials.
+TAG_SEARCH_CELL = "sna.search_cell"
+TAG_OPTUNA_TRIAL = "sna.optuna_trial"
+TAG_STUDY = "sna.optuna_study"
+TAG_BEST = "sna.best"
+
+# Outcomes of a trial in a sweep's summary.
+FINISHED, FAILED, NOT_RUN = "FINISHED", "FAILED", "NOT_RUN"
+
+
+def fast_start_env() -> dict[str, str]:
+    """Environment for every Ray process of a sweep: Train V2's knobs for short trials.
+
+    Read from ``ray/train/v2/_internal/constants.py`` (Ray 2.60):
+
+    - ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s): the controller polls its workers at this
+      interval, so every trial waited up to 2 s to notice that training had started and again that
+      it had ended. 0.2 s costs a few RPCs per second.
+    - ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` (on): one more actor — one more process start — per
+      trial, polling the GCS every 5 s for node drains (a cloud preemption signal; a checkpoint
+      each epoch covers preemption here).
+    - ``RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION`` (on) and ``RAY_TRAIN_METRICS_ENABLED``:
+      dashboard bookkeeping that queries the state API every 30 s and exports Prometheus metrics.
+    - ``RAY_WARN_BLOCKING_GET_INSIDE_ASYNC=0`` and ``PL_DISABLE_FORK=1``: Train and Tune put these
+      into the runtime env of the actors they create. Set job-wide with the same values, those
+      actors' runtime env equals the job's instead of being a new one per actor kind.
+    - ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``: no per-trial CSV/JSON/TensorBoard files (MLflow
+      has the metrics); ``RAY_AIR_NEW_OUTPUT=0`` with ``verbose=0`` silences Tune's table.
+    """
+    return {
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+        "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+        "RAY_TRAIN_METRICS_ENABLED": "0",
+        "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC": "0",
+        "PL_DISABLE_FORK": "1",
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+        "RAY_AIR_NEW_OUTPUT": "0",
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Before Ray: what to run
+
+
+@dataclass
+class RunPlan:
+    """The cells of an experiment split into those to run and those already finished."""
+
+    cells: list[Cell]
+    todo: list[Cell]
+    finished: set[str]
+    # search only: cell key -> trials still to start (resumed ones included)
+    search_remaining: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_trials(self) -> int:
+        """How many Tune trials this run starts."""
+        if self.search_remaining:
+            return sum(self.search_remaining.values())
+        return len(self.todo)
+
+
+def check_dataset_roots(experiment: ExperimentConfig, cells: Iterable[Cell]) -> None:
+    """Raise ConfigError (exit 2) naming the path and the expected layout when a dataset that
+    needs files has no root on this machine."""
+    from sna_core.data import dataset_info
+
+    for entry in dict.fromkeys(cell.dataset for cell in cells):
+        spec = experiment.datasets[entry]
+        info = dataset_info(spec["name"])
+        if not info.needs_files:
+            continue
+        root = spec.get("root") or info.default_root
+        if root is not None and "://" in str(root):
+            continue  # object storage: the loader checks it on the workers
+        if root is None or not os.path.isdir(root) or not os.listdir(root):
+            state = "is not set" if root is None else (f"{root} is empty" if os.path.isdir(root) else f"{root} does not exist")
+            raise experiment.error(
+                f"datasets.{entry}.root",
+                f"dataset {entry!r} ({info.name}) needs its files before the sweep can start: the root {state}. "
+                f"Expected layout: {info.layout or 'see the dataset loader'}. Source: {info.source or 'unknown'}. "
+                f"Set datasets.{entry}.root in the experiment file",
+            )
+
+
+def plan_run(experiment: ExperimentConfig, cells: Sequence[Cell]) -> RunPlan:
+    """Which cells still need a run: MLflow's finished keys (and, with ``search``, each cell's
+    Optuna study). Creates nothing."""
+    from orchestrator.tracking import finished_trial_keys
+
+    finished = finished_trial_keys(experiment.tracking_uri, experiment.name)
+    if experiment.search is None:
+        return RunPlan(list(cells), [c for c in cells if c.key not in finished], finished)
+    url = _study_storage(experiment, create=False)
+    storage = None
+    if url is not None:
+        import optuna
+
+        storage = optuna.storages.RDBStorage(url)
+    remaining = {}
+    for cell in cells:
+        left = experiment.search.n_trials if storage is None else _study_remaining(experiment, cell, storage)
+        if left:
+            remaining[cell.key] = left
+    return RunPlan(list(cells), [c for c in cells if c.key in remaining], finished, remaining)
+
+
+def concurrency_for(experiment: ExperimentConfig, session: RaySession, max_concurrent: int | None) -> int:
+    """Trials that fit at once in ``session``'s cluster, capped by ``max_concurrent`` (the flag)
+    or ``resources.max_concurrent`` (the file)."""
+    wanted = experiment.resources
+    worker_cpus = wanted.num_workers * wanted.cpus_per_worker
+    fit = math.floor(session.resources.get("CPU", 0.0) / (worker_cpus + TRIAL_DRIVER_CPU) + 1e-9)
+    if session.worker_cpus is not None:
+        fit = min(fit, math.floor(session.worker_cpus / worker_cpus + 1e-9))
+    if wanted.gpus_per_worker:
+        fit = min(fit, math.floor(session.resources.get("GPU", 0.0) / (wanted.num_workers * wanted.gpus_per_worker) + 1e-9))
+    cap = max_concurrent if max_concurrent is not None else wanted.max_concurrent
+    return max(1, min(fit, cap) if cap is not None else fit)
+
+
+def check_fits(experiment: ExperimentConfig, session: RaySession) -> None:
+    """UsageError when one trial asks for more than the whole cluster has."""
+    wanted = experiment.resources
+    have = {"CPU": session.resources.get("CPU", 0.0), "GPU": session.resources.get("GPU", 0.0)}
+    if session.worker_cpus is not None:
+        have["CPU"] = session.worker_cpus
+    need = {"CPU": wanted.num_workers * wanted.cpus_per_worker, "GPU": wanted.num_workers * wanted.gpus_per_worker}
+    for name, amount in need.items():
+        if amount and amount > have[name] + 1e-9:
+            raise UsageError(
+                f"one trial needs {amount:g} {name} (resources: num_workers={wanted.num_workers}, "
+                f"cpus_per_worker={wanted.cpus_per_worker:g}, gpus_per_worker={wanted.gpus_per_worker:g}) "
+                f"but the Ray cluster has {have[name]:g} {name} for training; lower the resources, "
+                "raise --num-cpus, or use a bigger cluster (--address)"
+            )
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """The Ray cluster a sweep runs on: its resources, and on a local Ray the CPUs that Train
+    workers may use (the one extra logical CPU only seats the trial actors' 0.01-CPU slices)."""
+
+    resources: dict[str, float]
+    worker_cpus: float | None = None  # None: a cluster joined with --address; all of its CPUs
+
+
+# Logical CPUs a local Ray gets beyond --num-cpus: the trial actors ask 0.01 CPU each (Tune
+# refuses 0), and Ray counts only whole CPUs; without this, N one-CPU trials need N + 0.01N CPUs.
+TRIAL_DRIVER_HEADROOM_CPUS = 1
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None, verbose: bool = False,
+                tuned: bool = True) -> Iterator[RaySession]:
+    """``ray.init`` with :func:`fast_start_env` (``tuned=False``: Ray's defaults, for the
+    benchmark); always ``ray.shutdown()`` (and the driver's environment restored) on the way out.
+
+    Local by default (``num_cpus`` = this machine's cores, for Train workers; see
+    :data:`TRIAL_DRIVER_HEADROOM_CPUS`); ``address`` or ``RAY_ADDRESS`` joins a running
+    cluster, where the environment travels as the job's runtime env.
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env = fast_start_env() if tuned else {}
+    if tuned and not address:
+        env[SKIP_PG_CLEANER_ENV] = "1"  # no dashboard, so no state API for the cleaner to ask
+    saved = {name: os.environ.get(name) for name in env}
+    # Set here too: a local cluster's processes inherit the driver's environment, and Train and
+    # Tune read these in the driver to build the runtime envs of the actors they create.
+    os.environ.update(env)
+    kwargs: dict[str, Any] = {
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": verbose,
+    }
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
+    try:
+        worker_cpus = None
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            worker_cpus = num_cpus or os.cpu_count() or 1
+            ray.init(num_cpus=worker_cpus + TRIAL_DRIVER_HEADROOM_CPUS, include_dashboard=False, **kwargs)
+        _quiet_ray_loggers(verbose)
+        yield RaySession({name: float(value) for name, value in ray.cluster_resources().items()}, worker_cpus)
+    finally:
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _quiet_ray_loggers(verbose: bool) -> None:
+    """Tune logs every failed trial's traceback and a closing "Trials did not complete" at
+    ERROR; the sweep prints each failure's reason itself (and MLflow keeps it)."""
+    if verbose:
+        return
+    for name in ("ray.tune", "ray.train", "ray.air", "ray.data"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def tune_trials(searcher: Any, n_trials: int, *, storage_path: str, name: str, concurrency: int,
+                max_failures: int = 0, callbacks: Sequence[Any] = (), trainable: Callable[[dict], None] | None = None,
+                reuse_actors: bool = True) -> Any:
+    """Run ``n_trials`` Tune trials that ``searcher`` hands out (each config a
+    :class:`TrialSpec`); trial names and folders are the trial keys. Returns Tune's ResultGrid.
+
+    Shared by :func:`run_sweep` and ``benchmarks.orchestrator_overhead`` (which passes its own
+    ``trainable`` built by :func:`~orchestrator.trainable.make_trainable`)."""
+    from ray import tune
+
+    trainable = trainable or make_trainable()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=n_trials,
+            max_concurrent_trials=concurrency,
+            # One trial actor serves trial after trial: a new process (and its ~4 CPU-seconds
+            # of ray.tune + torch imports) per trial was the largest cut measured here.
+            reuse_actors=reuse_actors,
+            trial_name_creator=_trial_key,
+            trial_dirname_creator=_trial_key,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path.rstrip("/") + "/" + TUNE_DIR,
+            verbose=0,
+            callbacks=list(callbacks),
+            failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
+        ),
+    )
+    return tuner.fit()
+
+
+def _trial_key(trial: Any) -> str:
+    return trial.config[SPEC_KEY]["key"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Searchers: what Tune runs next
+
+
+def _searcher_base() -> type:
+    from ray.tune.search import Searcher
+
+    return Searcher
+
+
+class _JsonState:
+    """Tune saves a searcher's state beside its experiment; ours lives in MLflow, Optuna and the
+    Train checkpoints, so the saved file is only a record of what was left."""
+
+    def save(self, checkpoint_path: str) -> None:
+        import json
+
+        with open(checkpoint_path, "w", encoding="utf-8") as handle:
+            json.dump(self.describe_state(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a restarted sweep re-plans from MLflow and Optuna."""
+
+
+def make_cell_queue(specs: Sequence[TrialSpec]) -> Any:
+    """A Tune searcher that hands out ``specs`` in order, then says FINISHED."""
+    Searcher = _searcher_base()
+
+    class CellQueue(_JsonState, Searcher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.queue = deque(specs)
+
+        def suggest(self, trial_id: str) -> dict | str | None:
+            return self.queue.popleft().as_config() if self.queue else Searcher.FINISHED
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            pass
+
+        def describe_state(self) -> dict:
+            return {"pending": len(self.queue), "next": self.queue[0].key if self.queue else None}
+
+    return CellQueue()
+
+
+def _study_storage(experiment: ExperimentConfig, *, create: bool) -> str | None:
+    if "://" in experiment.storage_path:
+        raise UsageError(
+            f"search: the Optuna studies are kept in {OPTUNA_DB} under the storage path, which must be a "
+            f"local or shared folder; got {experiment.storage_path!r}"
+        )
+    path = os.path.join(experiment.storage_path, OPTUNA_DB)
+    if not create and not os.path.isfile(path):
+        return None
+    os.makedirs(experiment.storage_path, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def study_name(experiment: ExperimentConfig, cell: Cell) -> str:
+    return f"{experiment.name}/{cell.key}"
+
+
+def _search_settings(experiment: ExperimentConfig, cell: Cell) -> tuple[str, str]:
+    search = experiment.search
+    metric = search.metric or cell.config["train"]["metric"]
+    mode = search.mode or cell.config["train"].get("mode", "max")
+    return metric, mode
+
+
+def _open_study(experiment: ExperimentConfig, cell: Cell, storage: Any) -> Any:
+    import optuna
+
+    _, mode = _search_settings(experiment, cell)
+    seed = experiment.search.seed
+    return optuna.create_study(
+        storage=storage,
+        study_name=study_name(experiment, cell),
+        direction="maximize" if mode == "max" else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        load_if_exists=True,
+    )
+
+
+def _study_remaining(experiment: ExperimentConfig, cell: Cell, storage: Any) -> int:
+    """Trials of ``cell``'s study still to start: new ones plus those a killed driver left."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name(experiment, cell), storage=storage)
+    except KeyError:  # no such study yet
+        return experiment.search.n_trials
+    ended = sum(trial.state.is_finished() for trial in study.get_trials(deepcopy=False))
+    return max(0, experiment.search.n_trials - ended)
+
+
+def _distributions(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    distributions = {}
+    for name, spec in space.items():
+        if spec["type"] == "categorical":
+            distributions[name] = CategoricalDistribution(spec["choices"])
+        elif spec["type"] == "int":
+            distributions[name] = IntDistribution(int(spec["low"]), int(spec["high"]), log=spec.get("log", False), step=int(spec.get("step", 1)))
+        else:
+            distributions[name] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=spec.get("log", False), step=spec.get("step"))
+    return distributions
+
+
+def search_trial_cell(cell: Cell, number: int, params: dict[str, Any]) -> Cell:
+    """The cell of one Optuna trial: key ``<cell key>-<number>``, the sampled train settings."""
+    config = {**cell.config, "train": {**cell.config["train"], **params}}
+    return dataclasses.replace(cell, key=f"{cell.key}-{number}", config=config)
+
+
+def make_optuna_search(experiment: ExperimentConfig, cells: Sequence[Cell], register: Callable[[Cell, Cell], TrialSpec]) -> Any:
+    """A Tune searcher running ``search.n_trials`` Optuna trials per cell (studies persisted in
+    ``<storage>/optuna.db``). ``register(search_cell, cell)`` creates the MLflow run and returns
+    the trial's spec; it is called in the driver, one trial at a time."""
+    import optuna
+
+    Searcher = _searcher_base()
+    url = _study_storage(experiment, create=True)
+    storage = optuna.storages.RDBStorage(url)
+    distributions = _distributions(experiment.search.space)
+
+    class OptunaCellSearch(_JsonState, Searcher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.studies = {cell.key: _open_study(experiment, cell, storage) for cell in cells}
+            self.cells = {cell.key: cell for cell in cells}
+            self.resume: deque[tuple[str, int, dict]] = deque()  # trials a killed driver left RUNNING
+            self.new: dict[str, int] = {}
+            for cell in cells:
+                trials = self.studies[cell.key].get_trials(deepcopy=False)
+                stale = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+                self.resume.extend((cell.key, t.number, dict(t.params)) for t in stale)
+                ended = sum(t.state.is_finished() for t in trials)
+                self.new[cell.key] = max(0, experiment.search.n_trials - ended - len(stale))
+            self.order = deque(cell.key for cell in cells)
+            self.live: dict[str, tuple[str, int]] = {}
+
+        def suggest(self, trial_id: str) -> dict | str | None:
+            if self.resume:
+                cell_key, number, params = self.resume.popleft()
+            else:
+                cell_key = self._next_cell()
+                if cell_key is None:
+                    return Searcher.FINISHED
+                self.new[cell_key] -= 1
+                trial = self.studies[cell_key].ask(distributions)
+                number, params = trial.number, dict(trial.params)
+            cell = self.cells[cell_key]
+            spec = register(search_trial_cell(cell, number, params), cell)
+            self.live[trial_id] = (cell_key, number)
+            return spec.as_config()
+
+        def _next_cell(self) -> str | None:
+            for _ in range(len(self.order)):
+                cell_key = self.order[0]
+                self.order.rotate(-1)  # round-robin: every cell's search advances together
+                if self.new[cell_key] > 0:
+                    return cell_key
+            return None
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id not in self.live:
+                return
+            cell_key, number = self.live.pop(trial_id)
+            metric, _ = _search_settings(experiment, self.cells[cell_key])
+            value = None if (error or not result) else result.get(f"best_{metric}")
+            study = self.studies[cell_key]
+            if value is None or not math.isfinite(float(value)):
+                study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            else:
+                study.tell(number, float(value), skip_if_finished=True)
+
+        def describe_state(self) -> dict:
+            return {"new": self.new, "resume": [f"{k}-{n}" for k, n, _ in self.resume]}
+
+    return OptunaCellSearch()
+
+
+def mark_best_search_trials(experiment: ExperimentConfig, cells: Sequence[Cell]) -> dict[str, str]:
+    """Tag each searched cell's best Optuna trial's MLflow run ``sna.best=true`` (the others
+    ``false``). Returns cell key -> best trial key."""
+    import optuna
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import trial_runs
+
+    url = _study_storage(experiment, create=False)
+    if url is None:
+        return {}
+    runs = trial_runs(experiment.tracking_uri, experiment.name)
+    client = MlflowClient(experiment.tracking_uri)
+    best_keys = {}
+    for cell in cells:
+        try:
+            study = optuna.load_study(study_name=study_name(experiment, cell), storage=url)
+        except KeyError:
+            continue
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            continue
+        best_number = study.best_trial.number
+        best_keys[cell.key] = f"{cell.key}-{best_number}"
+        for trial in study.get_trials(deepcopy=False):
+            run = runs.get(f"{cell.key}-{trial.number}")
+            if run is None:
+                continue
+            flag = "true" if trial.number == best_number else "false"
+            if run.data.tags.get(TAG_BEST) != flag:
+                client.log_batch(run.info.run_id, tags=[RunTag(TAG_BEST, flag)])
+    return best_keys
+
+
+# ------------------------------------------------------------------------------------------------
+# The sweep
+
+
+@dataclass
+class TrialOutcome:
+    key: str
+    fields: dict[str, Any]
+    status: str  # FINISHED | FAILED | NOT_RUN
+    metric: str
+    best: float | None = None
+    epochs_done: int = 0
+    epochs: int | None = None
+    wall_s: float | None = None
+    error: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SweepSummary:
+    experiment: str
+    n_cells: int
+    already_finished: int
+    trials: list[TrialOutcome]
+    wall_s: float
+    parent_run_id: str | None = None
+    concurrency: int = 0
+    best_search_trials: dict[str, str] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(trial.status == status for trial in self.trials)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every trial this run started finished, 1 otherwise (failed or not run)."""
+        return 0 if all(trial.status == FINISHED for trial in self.trials) else 1
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "sweep"
+
+
+def _spec(experiment: ExperimentConfig, cell: Cell, run_id: str) -> TrialSpec:
+    resources = experiment.resources
+    return TrialSpec(
+        key=cell.key, run_id=run_id, config=cell.config, tracking_uri=experiment.tracking_uri,
+        storage_path=experiment.storage_path, num_workers=resources.num_workers,
+        cpus_per_worker=resources.cpus_per_worker, gpus_per_worker=resources.gpus_per_worker,
+        max_failures=resources.max_failures, fields=cell.fields(),
+    )
+
+
+def run_sweep(experiment: ExperimentConfig, cells: Sequence[Cell], address: str | None = None,
+              max_concurrent: int | None = None, *, num_cpus: int | None = None, verbose: bool = False,
+              stream: TextIO | None = None, progress_interval_s: float = 5.0) -> SweepSummary:
+    """Run every cell of ``cells`` that has no FINISHED MLflow run; see the module docstring."""
+    from orchestrator.progress import SweepProgress, summary_table
+    from orchestrator.tracking import SweepTracker, git_commit
+
+    stream = stream if stream is not None else sys.stdout
+    started = time.monotonic()
+    check_dataset_roots(experiment, cells)
+    plan = plan_run(experiment, cells)
+    already = len(cells) - len(plan.todo)
+    if not plan.todo:
+        where = "have a FINISHED MLflow run" if experiment.search is None else "have all their Optuna trials"
+        print(f"sna-orch run: all {len(cells)} cells of {experiment.name!r} {where}; nothing to run", file=stream)
+        return SweepSummary(experiment.name, len(cells), already, [], time.monotonic() - started)
+
+    tracker = SweepTracker(experiment.tracking_uri, experiment.name)
+    parent = tracker.start_sweep(experiment.path, experiment.file_hash,
+                                 git_commit(os.path.dirname(os.path.abspath(__file__))), len(cells))
+    summary = SweepSummary(experiment.name, len(cells), already, [], 0.0, parent)
+    status = "KILLED"
+    try:
+        with ray_session(address, num_cpus=num_cpus, verbose=verbose) as session:
+            check_fits(experiment, session)
+            concurrency = concurrency_for(experiment, session, max_concurrent)
+            summary.concurrency = concurrency
+            if experiment.search is None:
+                run_ids = tracker.trial_runs(plan.todo, parent)
+                searcher = make_cell_queue([_spec(experiment, cell, run_ids[cell.key]) for cell in plan.todo])
+            else:
+                searcher = make_optuna_search(experiment, plan.todo, _registrar(experiment, tracker, parent))
+            print(f"sna-orch run: {experiment.name!r}: {len(cells)} cells, {already} already finished, "
+                  f"{plan.n_trials} trials to run, {concurrency} at a time "
+                  f"({experiment.resources.num_workers} Train worker(s) each)", file=stream, flush=True)
+            progress = SweepProgress(plan.n_trials, concurrency, already_done=0 if experiment.search else already,
+                                     interval_s=progress_interval_s, stream=stream)
+            tune_trials(searcher, plan.n_trials, storage_path=experiment.storage_path,
+                        name=_safe_name(experiment.name), concurrency=concurrency,
+                        max_failures=experiment.resources.max_failures, callbacks=[progress])
+        summary.trials = _outcomes(progress, plan)
+        if experiment.search is not None:
+            summary.best_search_trials = mark_best_search_trials(experiment, plan.todo)
+        status = "FINISHED" if summary.exit_code == 0 else "FAILED"
+    finally:
+        summary.wall_s = time.monotonic() - started
+        tracker.finish_sweep(parent, status)
+    print(summary_table([trial.row() for trial in summary.trials]), file=stream)
+    print(f"sna-orch run: {summary.count(FINISHED)} finished, {summary.count(FAILED)} failed, "
+          f"{summary.count(NOT_RUN)} not run, in {summary.wall_s:.0f} s; MLflow: {experiment.tracking_uri} "
+          f"(experiment {experiment.name!r})", file=stream, flush=True)
+    return summary
+
+
+def _registrar(experiment: ExperimentConfig, tracker: Any, parent: str) -> Callable[[Cell, Cell], TrialSpec]:
+    """Find-or-create the MLflow run of one search trial (tagged with its cell and study)."""
+    from mlflow.entities import RunTag
+
+    def register(search_cell: Cell, cell: Cell) -> TrialSpec:
+        run_id = tracker.trial_run(search_cell, parent)
+        number = search_cell.key.rsplit("-", 1)[1]
+        tracker.client.log_batch(run_id, tags=[RunTag(TAG_SEARCH_CELL, cell.key), RunTag(TAG_OPTUNA_TRIAL, number),
+                                               RunTag(TAG_STUDY, study_name(experiment, cell))])
+        return _spec(experiment, search_cell, run_id)
+
+    return register
+
+
+def _outcomes(progress: Any, plan: RunPlan) -> list[TrialOutcome]:
+    from orchestrator.progress import FAILED as P_FAILED
+    from orchestrator.progress import FINISHED as P_FINISHED
+
+    outcomes = []
+    for trial in progress.trials.values():
+        status = {P_FINISHED: FINISHED, P_FAILED: FAILED}.get(trial.status, NOT_RUN)
+        outcomes.append(TrialOutcome(trial.key, trial.fields, status, trial.metric, trial.best, trial.epochs_done,
+                                     trial.epochs, trial.wall_s, trial.error))
+    started = {trial.key for trial in progress.trials.values()}
+    if not plan.search_remaining:
+        for cell in plan.todo:
+            if cell.key not in started:
+                outcomes.append(TrialOutcome(cell.key, cell.fields(), NOT_RUN, cell.config["train"]["metric"],
+                                             epochs=cell.config["train"]["epochs"]))
+    else:
+        missing = plan.n_trials - len(started)
+        if missing > 0:
+            outcomes.append(TrialOutcome(f"{missing} search trial(s)", {}, NOT_RUN, "-"))
+    return outcomes
