@@ -16,4 +16,61 @@ resolved cell; sna_core never reads YAML)::
     }
 
 ``build_task(config)`` returns an object with the methods of :class:`Task`.
+
+Keys (a missing optional key takes the default shown; any other key is an error naming it):
+
+- ``seed``: int >= 0, default 0. Model initialisation and shuffling; not the data (generated sets
+  take their own ``dataset.kwargs.seed``, default 0, so seeds vary the model on the same data).
+- ``dataset.name``: a :func:`sna_core.data.list_datasets` name (required).
+  ``task``: ``classification`` | ``multilabel`` | ``detection`` (default: the dataset's first task;
+  ``detection`` validates — so grids plan — but :func:`build_task` refuses it in this release).
+  ``root``: str or None (None: the dataset's default root; roots of the paper datasets default
+  to ``$SNA_DATA_HOME/<name>``, ``SNA_DATA_HOME`` defaulting to ``~/sna_data``).
+  ``image_size``, ``num_classes``: ints, default the dataset's :class:`~sna_core.data.DatasetInfo`.
+  ``kwargs``: dict, default {}, passed to the dataset builder (``image_size`` is passed too);
+  ``kwargs.in_channels`` also sets the model's input channels.
+- ``model.backbone``: a :func:`sna_core.backbones.list_backbones` name (required).
+  ``stem``: ``imagenet`` | ``cifar`` (default: the dataset's). ``attention``: default ``none``.
+  ``placement``: ``none`` | ``stem`` | ``blocks`` | ``stem+blocks`` (default ``stem``).
+  ``attention_kwargs``: dict, default {} (``rank_k`` goes here). ``stages``: list of stage
+  numbers (1–4) for block placements, or None (default: all).
+- ``train.epochs`` (1), ``batch_size`` (64), ``eval_batch_size`` (None: ``batch_size``),
+  ``optimizer`` ``sgd`` | ``adam`` | ``adamw`` (``sgd``), ``lr`` (0.1), ``momentum`` (0.9; SGD
+  momentum, Adam's β₁), ``beta2`` (0.999), ``nesterov`` (False), ``weight_decay`` (5e-4),
+  ``schedule`` (``{"name": "none"}``; a bare name string is accepted) — one of
+  ``{"name": "none"}``, ``{"name": "step", "step_size": int, "gamma": 0.1}``,
+  ``{"name": "multistep", "milestones": [ints], "gamma": 0.1}``,
+  ``{"name": "cosine", "t_max": epochs, "eta_min": 0.0}``; gamma in (0, 1], so the paper's
+  "Adam, lr 0.1, gamma 1, step 10" is ``{"name": "step", "step_size": 10, "gamma": 1.0}``.
+  Schedules step once per epoch. ``metric``: a key of ``evaluate()`` — classification ``top1``
+  (default) | ``top5`` | ``loss``, multilabel ``auroc`` (default) | ``loss``; ``mode``: ``max`` |
+  ``min`` (default ``min`` for ``loss``, else ``max``). ``loader_workers`` (0).
+  ``limit_train_batches`` / ``limit_eval_batches``: None or int >= 1 (batches per epoch / eval).
+
+:func:`validate_config` returns the config with every default filled in (a planner may call it
+on each cell; it reads no files), raising :class:`TrialConfigError` otherwise.
 """
+
+from sna_core.tasks.base import EpochShuffleSampler, NonFiniteLossError, Task, seed_everything
+from sna_core.tasks.classification import ClassificationTask, MultilabelClassificationTask
+from sna_core.tasks.config import TrialConfigError, validate_config
+from sna_core.tasks.optim import build_optimizer, build_scheduler
+from sna_core.tasks.registry import TASK_TYPES, TaskNotAvailableError, build_task, list_tasks, register_task
+
+__all__ = [
+    "TASK_TYPES",
+    "ClassificationTask",
+    "EpochShuffleSampler",
+    "MultilabelClassificationTask",
+    "NonFiniteLossError",
+    "Task",
+    "TaskNotAvailableError",
+    "TrialConfigError",
+    "build_optimizer",
+    "build_scheduler",
+    "build_task",
+    "list_tasks",
+    "register_task",
+    "seed_everything",
+    "validate_config",
+]
