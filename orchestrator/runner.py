@@ -123,25 +123,22 @@ class RunPlan:
 
 def check_dataset_roots(experiment: ExperimentConfig, cells: Iterable[Cell]) -> None:
     """Raise ConfigError (exit 2) naming the path and the expected layout when a dataset that
-    needs files has no root on this machine."""
-    from sna_core.data import dataset_info
+    needs files cannot be read on this machine (root or required files missing, or no loader in
+    this release). Object-storage roots are left to the loaders on the workers."""
+    from sna_core.data import DatasetRootError, check_root
 
     for entry in dict.fromkeys(cell.dataset for cell in cells):
         spec = experiment.datasets[entry]
-        info = dataset_info(spec["name"])
-        if not info.needs_files:
-            continue
-        root = spec.get("root") or info.default_root
+        root = spec.get("root")
         if root is not None and "://" in str(root):
-            continue  # object storage: the loader checks it on the workers
-        if root is None or not os.path.isdir(root) or not os.listdir(root):
-            state = "is not set" if root is None else (f"{root} is empty" if os.path.isdir(root) else f"{root} does not exist")
+            continue
+        try:
+            check_root(spec["name"], root)
+        except DatasetRootError as error:
             raise experiment.error(
                 f"datasets.{entry}.root",
-                f"dataset {entry!r} ({info.name}) needs its files before the sweep can start: the root {state}. "
-                f"Expected layout: {info.layout or 'see the dataset loader'}. Source: {info.source or 'unknown'}. "
-                f"Set datasets.{entry}.root in the experiment file",
-            )
+                f"dataset {entry!r} cannot start: {str(error).rstrip('.')}. Set datasets.{entry}.root in the experiment file",
+            ) from None
 
 
 def plan_run(experiment: ExperimentConfig, cells: Sequence[Cell]) -> RunPlan:
