@@ -50,7 +50,6 @@ __all__ = [
     "TrialState",
     "SweepTracker",
     "TrialLogger",
-    "resolve_tracking_uri",
     "finished_trial_keys",
     "trial_states",
     "trial_runs",
@@ -152,42 +151,6 @@ class TrialState:
 
 # ---------------------------------------------------------------------------------------------
 # URIs
-
-
-def resolve_tracking_uri(configured: str | None, base_dir: str) -> str:
-    """``$MLFLOW_TRACKING_URI`` > ``configured`` > ``sqlite:///<base_dir>/mlflow.db``.
-
-    sqlite paths come back absolute (Ray workers run in other directories): a relative path from
-    the environment is taken from the current directory, one from the experiment file from
-    ``base_dir`` (the file's directory).
-    """
-    base = Path(base_dir).expanduser().resolve()
-    from_env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if from_env:
-        return _absolute_uri(from_env, Path.cwd(), source="$MLFLOW_TRACKING_URI")
-    if configured is not None and str(configured).strip():
-        return _absolute_uri(str(configured).strip(), base, source="tracking.uri")
-    return f"sqlite:///{base / 'mlflow.db'}"
-
-
-def _absolute_uri(uri: str, relative_to: Path, *, source: str) -> str:
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if not scheme and uri != "databricks":
-        raise ValueError(
-            f"{source}: tracking URI {uri!r} has no scheme; use one of "
-            "'sqlite:///path/to/mlflow.db', 'http://host:port', 'https://host', "
-            "'postgresql://user@host/db' (MLflow >= 3.13 refuses plain ./mlruns directories)"
-        )
-    if scheme == "file":
-        raise ValueError(
-            f"{source}: tracking URI {uri!r}: MLflow >= 3.13 refuses the file store; use "
-            "'sqlite:///path/to/mlflow.db' or an 'http://host:port' tracking server"
-        )
-    path = sqlite_path(uri)
-    if path is None or path.is_absolute():
-        return uri
-    query = uri.partition("?")[2]
-    return f"sqlite:///{(relative_to / path).resolve()}" + (f"?{query}" if query else "")
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:

@@ -31,7 +31,6 @@ from orchestrator.tracking import (
     finished_trial_keys,
     flatten_config,
     git_commit,
-    resolve_tracking_uri,
     trial_states,
 )
 
@@ -106,44 +105,6 @@ def trial_runs_of(uri: str, key: str | None = None) -> list:
 
 # --------------------------------------------------------------------------------------------
 # URIs and git
-
-
-def test_resolve_tracking_uri_default_is_absolute_sqlite_in_base_dir(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_tracking_uri(None, str(tmp_path)) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-
-
-@pytest.mark.parametrize(
-    ("env", "configured", "expected"),
-    [
-        ("http://tracking:5000", "sqlite:///x.db", "http://tracking:5000"),
-        (None, "http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-        (None, "sqlite:///runs/mlflow.db", "sqlite:///{base}/runs/mlflow.db"),
-        (None, "sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
-        ("sqlite:///env.db", None, "sqlite:///{cwd}/env.db"),
-        ("", "postgresql://u@db/mlflow", "postgresql://u@db/mlflow"),
-    ],
-)
-def test_resolve_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         env: str | None, configured: str | None, expected: str) -> None:
-    base, cwd = tmp_path / "yaml_dir", tmp_path / "cwd"
-    base.mkdir(), cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    if env is None:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    else:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
-    assert resolve_tracking_uri(configured, str(base)) == expected.format(base=base.resolve(), cwd=cwd.resolve())
-
-
-@pytest.mark.parametrize("bad", ["mlruns", "./runs/mlflow.db", "file:///tmp/mlruns"])
-def test_resolve_tracking_uri_rejects_stores_mlflow_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            bad: str) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(ValueError, match="sqlite:///") as error:
-        resolve_tracking_uri(bad, str(tmp_path))
-    assert repr(bad) in str(error.value)
 
 
 def test_git_commit_inside_and_outside_a_repository(tmp_path: Path) -> None:
