@@ -31,14 +31,7 @@ IMAGE_SIZE = {"imagenet": 32, "cifar": 16}
 REAL_ATTENTION = [name for name in list_attention() if name != "none"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """One intra-op thread: on a small shared CPU, OpenMP workers spin-waiting for descheduled
-    siblings made these tests many times slower than their CPU cost."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def expected_sites(

@@ -20,14 +20,7 @@ from sna_core.profiling import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """One intra-op thread: on a small shared CPU, OpenMP workers spin-waiting for descheduled
-    siblings made these tests many times slower than their CPU cost."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def test_count_flops_torchvision_resnet50_at_224():
