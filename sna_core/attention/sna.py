@@ -137,17 +137,31 @@ def _times_basis(matrix: Tensor, basis: Tensor) -> Tensor:
     return matrix @ basis
 
 
-def _power_subspace(gram: Tensor, k: int, max_iter: int, eps: float) -> tuple[Tensor, int]:
-    """Top-k eigenvector basis (B, n, k) of symmetric PSD ``gram`` (B, n, n); iterations used."""
-    batch, n, _ = gram.shape
-    finfo = torch.finfo(gram.dtype)
+def _power_subspace(tall: Tensor, k: int, max_iter: int, eps: float) -> tuple[Tensor, int]:
+    """Top-k eigenvector basis (B, n, k) of the Gram matrix ``tallᵀ·tall`` of a (B, rows, n)
+    batch, i.e. its top-k right singular vectors; iterations used.
+
+    For k = 1 the Gram matrix is applied as ``tallᵀ(tall·v)`` (two matrix-vector products per
+    iteration) instead of being formed: forming it costs rows·n² multiply-adds per matrix, more
+    than the few iterations SNA needs. Block iteration (k > 1) forms it once.
+    """
+    batch, _, n = tall.shape
+    if k == 1:
+        def apply_gram(basis: Tensor) -> Tensor:
+            return _times_basis(tall.mT, _times_basis(tall, basis))
+    else:
+        gram = tall.mT @ tall
+
+        def apply_gram(basis: Tensor) -> Tensor:
+            return gram @ basis
+    finfo = torch.finfo(tall.dtype)
     # Directions whose eigenvalue is below the Gram matrix's own rounding error are noise.
     noise_floor = n * finfo.eps
     max_sin2 = eps * (2.0 - eps)  # sin²θ < eps(2 - eps)  <=>  |cos θ| > 1 - eps
-    basis = _start_basis(n, k, gram.dtype, gram.device).expand(batch, n, k)
-    active = torch.ones(batch, 1, 1, dtype=torch.bool, device=gram.device)
+    basis = _start_basis(n, k, tall.dtype, tall.device).expand(batch, n, k)
+    active = torch.ones(batch, 1, 1, dtype=torch.bool, device=tall.device)
     for iteration in range(1, max_iter + 1):
-        product = _times_basis(gram, basis)
+        product = apply_gram(basis)
         if k == 1:
             size = product.norm(dim=1, keepdim=True)  # (B, 1, 1)
             significant = size > finfo.tiny
@@ -211,7 +225,7 @@ def low_rank_approximation(
                 basis = torch.linalg.svd(detached, full_matrices=False).Vh[:, :k].mT
                 iterations = 0
             else:
-                basis, iterations = _power_subspace(detached.mT @ detached, k, max_iter, eps)
+                basis, iterations = _power_subspace(detached, k, max_iter, eps)
         left = _times_basis(tall, basis)  # the one differentiable step: M̂ = (M·V)·Vᵀ
         approximation = left * basis.mT if k == 1 else left @ basis.mT
         if transposed:
