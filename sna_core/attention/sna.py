@@ -71,6 +71,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from sna_core.attention.registry import register_attention
 
@@ -128,9 +129,15 @@ def _start_basis(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Te
     return basis.to(device=device, dtype=dtype)
 
 
+def _counting_flops() -> bool:
+    """True inside ``torch.utils.flop_counter.FlopCounterMode``, which counts matmuls but not the
+    multiply-sum below: profiling then takes the matmul path, so SNA's products are counted."""
+    return any(type(mode).__name__ in ("_FlopCounterMode", "FlopCounterMode") for mode in _get_current_dispatch_mode_stack())
+
+
 def _times_basis(matrix: Tensor, basis: Tensor) -> Tensor:
     """``matrix @ basis`` for (B, r, n) @ (B, n, k)."""
-    if basis.shape[-1] == 1 and matrix.device.type == "cpu":
+    if basis.shape[-1] == 1 and matrix.device.type == "cpu" and not _counting_flops():
         # CPU bmm with one column makes one BLAS call per matrix; a broadcast multiply-sum over
         # the batch is about 4× faster at SNA's sizes (B = 64, n = 56).
         return (matrix * basis.mT).sum(dim=-1, keepdim=True)
