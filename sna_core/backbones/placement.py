@@ -162,3 +162,11 @@ def attention_leaf_types(model: nn.Module) -> list[type[nn.Module]]:
         {type(module) for module in attention_sites(model).values()},
         key=lambda t: t.__qualname__,
     )
+
+
+def stem_conv(stem: str, in_channels: int, out_channels: int) -> nn.Conv2d:
+    """The first convolution: 3×3 stride 1 for the CIFAR stem, 7×7 stride 2 for ImageNet's.
+    Left uninitialised: each architecture applies torchvision's own init."""
+    if stem == "cifar":
+        return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    return nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False)

@@ -30,19 +30,13 @@ from sna_core.backbones.placement import (
     places_blocks,
     places_stem,
     replace_conv_with_attention,
+    stem_conv,
 )
 from sna_core.backbones.registry import register_backbone
 
 
 def _stem_conv(stem: str, in_channels: int, out_channels: int) -> nn.Conv2d:
-    if stem == "cifar":
-        conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False
-        )
-    else:
-        conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False
-        )
+    conv = stem_conv(stem, in_channels, out_channels)
     nn.init.kaiming_normal_(
         conv.weight, mode="fan_out", nonlinearity="relu"
     )  # torchvision's ResNet init
