@@ -18,6 +18,7 @@ VERBS = {
     "run": "Run every cell without a finished MLflow run as a Ray Tune trial.",
     "status": "Per-cell state of a sweep, read from MLflow.",
     "results": "Write one row per trial to a parquet file.",
+    "analyze-redundancy": "Spatial redundancy of images and of feature maps at SNA sites (paper Fig. 1).",
 }
 
 

@@ -1,0 +1,1 @@
+"""Figures drawn by the ``sna-orch`` commands (matplotlib, imported only when a command draws)."""
