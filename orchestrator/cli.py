@@ -1,4 +1,5 @@
-"""The ``sna-orch`` command line: ``plan``, ``run``, ``status``, ``results``.
+"""The ``sna-orch`` command line: ``plan``, ``run``, ``status``, ``results``, ``report``, ``dashboard``,
+``analyze-redundancy``.
 
 Each verb lives in ``orchestrator/commands/<verb>.py`` with ``add_arguments(parser)`` and
 ``main(args) -> int``. Configuration and usage errors print one clear line and exit 2.
@@ -18,6 +19,8 @@ VERBS = {
     "run": "Run every cell without a finished MLflow run as a Ray Tune trial.",
     "status": "Per-cell state of a sweep, read from MLflow.",
     "results": "Write one row per trial to a parquet file.",
+    "report": "Paper-style tables, figures, claim checks and a static dashboard from MLflow.",
+    "dashboard": "Serve the MLflow UI on 127.0.0.1 and point at the report's dashboard.",
     "analyze-redundancy": "Spatial redundancy of images and of feature maps at SNA sites (paper Fig. 1).",
 }
 
