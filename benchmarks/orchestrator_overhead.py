@@ -172,7 +172,7 @@ def run_sweep_side(args: argparse.Namespace, steps_per_epoch: int, workdir: str)
         runner.tune_trials(runner.make_cell_queue(specs), len(specs), storage_path=workdir, name="overhead",
                            concurrency=args.concurrency, callbacks=[callback],
                            trainable=make_trainable(benchmark_loop, lean=not args.ray_defaults),
-                           reuse_actors=not args.ray_defaults)
+                           reuse_actors=not args.ray_defaults, start_ahead=args.start_ahead)
         sweep_s = time.perf_counter() - sweep_start
     times = list(callback.times.values())
     return {
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once = local Ray CPUs (default 2)")
     parser.add_argument("--trial-seconds", type=float, default=7.0, help="compute per trial in seconds (default 7)")
     parser.add_argument("--epochs", type=int, default=1, help="reports (epochs, checkpoints) per trial (default 1)")
+    parser.add_argument("--start-ahead", type=int, default=None,
+                        help="trials started ahead of free CPUs (default: runner.START_AHEAD; 0 with --ray-defaults)")
     parser.add_argument("--no-mlflow", action="store_true", help="leave MLflow logging out of the trials")
     parser.add_argument("--ray-defaults", action="store_true", help="Ray's stock settings instead of fast_start_env()")
     args = parser.parse_args(argv)
@@ -202,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.trial_seconds <= 0:
         parser.error(f"--trial-seconds must be > 0, got {args.trial_seconds}")
+    if args.start_ahead is None:
+        from orchestrator import runner
+
+        args.start_ahead = 0 if args.ray_defaults else runner.START_AHEAD
+    elif args.start_ahead < 0:
+        parser.error(f"--start-ahead must be >= 0, got {args.start_ahead}")
 
     load_start = os.getloadavg()
     rate = calibrate()
@@ -222,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "orchestrator_overhead",
         "trials": args.trials,
         "concurrency": args.concurrency,
+        "start_ahead": args.start_ahead,
         "epochs_per_trial": args.epochs,
         "trial_seconds_target": args.trial_seconds,
         "steps_per_epoch": steps_per_epoch,

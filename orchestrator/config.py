@@ -29,7 +29,7 @@ Layout (every key is optional unless marked)::
             metric: top1, mode: max, limit_train_batches: null, limit_eval_batches: null,
             loader_workers: 0, overrides: {cifar100: {lr: 0.05}}}
     resources: {num_workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, max_concurrent: null,
-                max_failures: 0}
+                max_failures: 0, start_ahead: 1}
     tracking: {uri: sqlite:///mlflow.db}  # $MLFLOW_TRACKING_URI wins
     storage: sna_results                  # Ray results; relative to the YAML's folder
     search: {space: {lr: {type: float, low: 1.0e-4, high: 0.1, log: true}}, n_trials: 8,
@@ -99,7 +99,7 @@ TRAIN_KEYS = (
     "epochs", "optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "metric",
     "mode", "limit_train_batches", "limit_eval_batches", "loader_workers",
 )
-RESOURCE_KEYS = ("num_workers", "cpus_per_worker", "gpus_per_worker", "max_concurrent", "max_failures")
+RESOURCE_KEYS = ("num_workers", "cpus_per_worker", "gpus_per_worker", "max_concurrent", "max_failures", "start_ahead")
 SEARCH_KEYS = ("space", "n_trials", "metric", "mode", "seed")
 SEARCH_PARAM_KEYS = ("type", "low", "high", "log", "step", "choices")
 SEARCHABLE = ("lr", "momentum", "beta2", "weight_decay", "batch_size", "epochs")
@@ -117,7 +117,10 @@ class Resources:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_concurrent: int | None = None  # None: as many trials as the cluster fits
-    max_failures: int = 0  # Tune retries per trial; -1 retries forever
+    max_failures: int = 0  # Train worker-group restarts and Tune retries per trial; -1: forever
+    # Trials started beyond those that train at once: their Ray Train controllers start while the
+    # running trials compute, then wait for CPUs (hides the controller's start-up). 0: off.
+    start_ahead: int = 1
 
 
 @dataclass(frozen=True)
@@ -553,6 +556,7 @@ def _check_resources(check: _Checker, raw: Any) -> Resources:
         gpus_per_worker=check.number(spec.get("gpus_per_worker", defaults.gpus_per_worker), "resources.gpus_per_worker", minimum=0.0),
         max_concurrent=None if max_concurrent is None else check.integer(max_concurrent, "resources.max_concurrent", minimum=1),
         max_failures=check.integer(spec.get("max_failures", defaults.max_failures), "resources.max_failures", minimum=-1),
+        start_ahead=check.integer(spec.get("start_ahead", defaults.start_ahead), "resources.start_ahead", minimum=0),
     )
 
 

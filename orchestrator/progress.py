@@ -25,6 +25,8 @@ from orchestrator.trainable import SPEC_KEY
 
 # Statuses of a trial as the sweep sees it.
 PENDING, RUNNING, FINISHED, FAILED = "PENDING", "RUNNING", "FINISHED", "FAILED"
+# Stopped by the driver (graceful stop) after a checkpoint, before its last epoch: resumable.
+INTERRUPTED = "INTERRUPTED"
 # The axes shown in lines and in the summary table, in this order (those a trial lacks are skipped).
 SHOWN_AXES = ("dataset", "backbone", "attention", "rank_k", "placement", "seed")
 
@@ -136,7 +138,13 @@ class SweepProgress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         progress = self._progress(trial)
-        progress.status, progress.ended = FINISHED, time.monotonic()
+        progress.ended = time.monotonic()
+        if progress.epochs_done < progress.epochs:
+            progress.status = INTERRUPTED
+            self._say(f"stopped {progress.describe()} after epoch {progress.epochs_done}/{progress.epochs} "
+                      "(checkpointed; `sna-orch run` resumes it)")
+            return
+        progress.status = FINISHED
         self._say(f"done   {progress.describe()}  best {progress.metric} {_format_value(progress.best)}"
                   f"  in {format_duration(progress.wall_s)}")
 

@@ -50,7 +50,7 @@ from orchestrator.tracking import (
     trial_runs,
 )
 
-__all__ = ["MISSING", "BASE_SCHEMA", "results_table", "write_parquet"]
+__all__ = ["BASE_SCHEMA", "MISSING", "results_table", "write_parquet"]
 
 MISSING = "MISSING"
 
@@ -204,7 +204,7 @@ def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> Path:
         raise IsADirectoryError(f"results path {str(target)!r} is a directory; "
                                 "give a file name such as results.parquet")
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)  # noqa: SIM115 - closed by the with below
     try:
         with handle:
             pq.write_table(table, handle)

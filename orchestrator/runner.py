@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.errors import UsageError
+from orchestrator.stop import StopRequest
 from orchestrator.trainable import (
     SKIP_PG_CLEANER_ENV,
     SPEC_KEY,
@@ -64,8 +65,11 @@ TAG_OPTUNA_TRIAL = "sna.optuna_trial"
 TAG_STUDY = "sna.optuna_study"
 TAG_BEST = "sna.best"
 
+# Trials admitted beyond those that fit (resources.start_ahead's default): see tune_trials.
+START_AHEAD = 1
+
 # Outcomes of a trial in a sweep's summary.
-FINISHED, FAILED, NOT_RUN = "FINISHED", "FAILED", "NOT_RUN"
+FINISHED, FAILED, INTERRUPTED, NOT_RUN = "FINISHED", "FAILED", "INTERRUPTED", "NOT_RUN"
 
 
 def fast_start_env() -> dict[str, str]:
@@ -112,6 +116,9 @@ class RunPlan:
     finished: set[str]
     # search only: cell key -> trials still to start (resumed ones included)
     search_remaining: dict[str, int] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)  # keys whose run FAILED (skipped unless asked)
+    interrupted: set[str] = field(default_factory=set)  # keys with a run left RUNNING/KILLED: resumed
+    failed_policy: str = "skip"
 
     @property
     def n_trials(self) -> int:
@@ -141,14 +148,30 @@ def check_dataset_roots(experiment: ExperimentConfig, cells: Iterable[Cell]) -> 
             ) from None
 
 
-def plan_run(experiment: ExperimentConfig, cells: Sequence[Cell]) -> RunPlan:
-    """Which cells still need a run: MLflow's finished keys (and, with ``search``, each cell's
-    Optuna study). Creates nothing."""
-    from orchestrator.tracking import finished_trial_keys
+FAILED_POLICIES = ("skip", "resume", "restart")
 
-    finished = finished_trial_keys(experiment.tracking_uri, experiment.name)
+
+def plan_run(experiment: ExperimentConfig, cells: Sequence[Cell], failed: str = "skip") -> RunPlan:
+    """Which cells still need a run, from their MLflow runs (and, with ``search``, each cell's
+    Optuna study). Creates nothing.
+
+    New cells and interrupted ones (a run left RUNNING by a killed driver, or KILLED by a stop)
+    run; FINISHED ones do not. FAILED ones are skipped (``failed="skip"``: a NaN trial would only
+    fail again), resumed from their last checkpoint (``"resume"``) or started over (``"restart"``).
+    """
+    from orchestrator.tracking import trial_states
+
+    if failed not in FAILED_POLICIES:
+        raise ValueError(f"failed must be one of {FAILED_POLICIES}, got {failed!r}")
+    states = trial_states(experiment.tracking_uri, experiment.name)
+    status = {key: state.status for key, state in states.items()}
+    finished = {key for key, value in status.items() if value == "FINISHED"}
     if experiment.search is None:
-        return RunPlan(list(cells), [c for c in cells if c.key not in finished], finished)
+        failed_keys = {c.key for c in cells if status.get(c.key) == "FAILED"}
+        interrupted = {c.key for c in cells if status.get(c.key) in ("RUNNING", "KILLED")}
+        skipped = finished | (failed_keys if failed == "skip" else set())
+        return RunPlan(list(cells), [c for c in cells if c.key not in skipped], finished,
+                       failed=failed_keys, interrupted=interrupted, failed_policy=failed)
     url = _study_storage(experiment, create=False)
     storage = None
     if url is not None:
@@ -267,7 +290,7 @@ def _quiet_ray_loggers(verbose: bool) -> None:
 
 def tune_trials(searcher: Any, n_trials: int, *, storage_path: str, name: str, concurrency: int,
                 max_failures: int = 0, callbacks: Sequence[Any] = (), trainable: Callable[[dict], None] | None = None,
-                reuse_actors: bool = True) -> Any:
+                reuse_actors: bool = True, start_ahead: int = 0) -> Any:
     """Run ``n_trials`` Tune trials that ``searcher`` hands out (each config a
     :class:`TrialSpec`); trial names and folders are the trial keys. Returns Tune's ResultGrid.
 
@@ -281,7 +304,9 @@ def tune_trials(searcher: Any, n_trials: int, *, storage_path: str, name: str, c
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             num_samples=n_trials,
-            max_concurrent_trials=concurrency,
+            # start_ahead trials beyond what trains at once: each starts its Train controller
+            # while the running trials compute, then waits for its workers' CPUs.
+            max_concurrent_trials=concurrency + start_ahead,
             # One trial actor serves trial after trial: a new process (and its ~4 CPU-seconds
             # of ray.tune + torch imports) per trial was the largest cut measured here.
             reuse_actors=reuse_actors,
@@ -327,8 +352,9 @@ class _JsonState:
         """Nothing to restore: a restarted sweep re-plans from MLflow and Optuna."""
 
 
-def make_cell_queue(specs: Sequence[TrialSpec]) -> Any:
-    """A Tune searcher that hands out ``specs`` in order, then says FINISHED."""
+def make_cell_queue(specs: Sequence[TrialSpec], stop: StopRequest | None = None) -> Any:
+    """A Tune searcher that hands out ``specs`` in order, then (or once ``stop`` is requested)
+    says FINISHED."""
     Searcher = _searcher_base()
 
     class CellQueue(_JsonState, Searcher):
@@ -337,6 +363,8 @@ def make_cell_queue(specs: Sequence[TrialSpec]) -> Any:
             self.queue = deque(specs)
 
         def suggest(self, trial_id: str) -> dict | str | None:
+            if stop is not None and stop.requested:
+                return Searcher.FINISHED
             return self.queue.popleft().as_config() if self.queue else Searcher.FINISHED
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -422,10 +450,13 @@ def search_trial_cell(cell: Cell, number: int, params: dict[str, Any]) -> Cell:
     return dataclasses.replace(cell, key=f"{cell.key}-{number}", config=config)
 
 
-def make_optuna_search(experiment: ExperimentConfig, cells: Sequence[Cell], register: Callable[[Cell, Cell], TrialSpec]) -> Any:
+def make_optuna_search(experiment: ExperimentConfig, cells: Sequence[Cell], register: Callable[[Cell, Cell], TrialSpec],
+                       stop: StopRequest | None = None) -> Any:
     """A Tune searcher running ``search.n_trials`` Optuna trials per cell (studies persisted in
     ``<storage>/optuna.db``). ``register(search_cell, cell)`` creates the MLflow run and returns
-    the trial's spec; it is called in the driver, one trial at a time."""
+    the trial's spec; it is called in the driver, one trial at a time. Once ``stop`` is requested
+    it hands out nothing more, and a trial stopped before its last epoch stays RUNNING in its
+    study, so the next run resumes it under its own number."""
     import optuna
 
     Searcher = _searcher_base()
@@ -450,6 +481,8 @@ def make_optuna_search(experiment: ExperimentConfig, cells: Sequence[Cell], regi
             self.live: dict[str, tuple[str, int]] = {}
 
         def suggest(self, trial_id: str) -> dict | str | None:
+            if stop is not None and stop.requested:
+                return Searcher.FINISHED
             if self.resume:
                 cell_key, number, params = self.resume.popleft()
             else:
@@ -476,6 +509,8 @@ def make_optuna_search(experiment: ExperimentConfig, cells: Sequence[Cell], regi
             if trial_id not in self.live:
                 return
             cell_key, number = self.live.pop(trial_id)
+            if not error and result and int(result.get("epoch", -1)) + 1 < int(result.get("epochs", 0)):
+                return  # stopped before its last epoch: resumed by the next run
             metric, _ = _search_settings(experiment, self.cells[cell_key])
             value = None if (error or not result) else result.get(f"best_{metric}")
             study = self.studies[cell_key]
@@ -533,7 +568,7 @@ def mark_best_search_trials(experiment: ExperimentConfig, cells: Sequence[Cell])
 class TrialOutcome:
     key: str
     fields: dict[str, Any]
-    status: str  # FINISHED | FAILED | NOT_RUN
+    status: str  # FINISHED | FAILED | INTERRUPTED | NOT_RUN
     metric: str
     best: float | None = None
     epochs_done: int = 0
@@ -555,14 +590,22 @@ class SweepSummary:
     parent_run_id: str | None = None
     concurrency: int = 0
     best_search_trials: dict[str, str] = field(default_factory=dict)
+    skipped_failed: list[str] = field(default_factory=list)  # keys FAILED earlier, not run again
+    stopped_by: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the sweep
+    stop_exit_code: int | None = None
+    forced_stop: bool = False
 
     def count(self, status: str) -> int:
         return sum(trial.status == status for trial in self.trials)
 
     @property
     def exit_code(self) -> int:
-        """0 when every trial this run started finished, 1 otherwise (failed or not run)."""
-        return 0 if all(trial.status == FINISHED for trial in self.trials) else 1
+        """130 / 143 when SIGINT / SIGTERM stopped the sweep; else 0 when every trial this run
+        started finished and no failed cell was skipped, 1 otherwise."""
+        if self.stop_exit_code is not None:
+            return self.stop_exit_code
+        ok = all(trial.status == FINISHED for trial in self.trials) and not self.skipped_failed
+        return 0 if ok else 1
 
 
 def _safe_name(text: str) -> str:
@@ -581,56 +624,137 @@ def _spec(experiment: ExperimentConfig, cell: Cell, run_id: str) -> TrialSpec:
 
 def run_sweep(experiment: ExperimentConfig, cells: Sequence[Cell], address: str | None = None,
               max_concurrent: int | None = None, *, num_cpus: int | None = None, verbose: bool = False,
-              stream: TextIO | None = None, progress_interval_s: float = 5.0) -> SweepSummary:
-    """Run every cell of ``cells`` that has no FINISHED MLflow run; see the module docstring."""
-    from orchestrator.progress import SweepProgress, summary_table
-    from orchestrator.tracking import SweepTracker, git_commit
+              stream: TextIO | None = None, progress_interval_s: float = 5.0, failed: str = "skip",
+              stop: StopRequest | None = None) -> SweepSummary:
+    """Run every cell of ``cells`` that has no FINISHED MLflow run; see the module docstring.
+
+    ``failed``: what to do with cells whose run FAILED before (see :func:`plan_run`). ``stop``:
+    the graceful-stop request (default: one bound to SIGINT/SIGTERM while the sweep runs)."""
+    from orchestrator.driver_lock import DriverLock
 
     stream = stream if stream is not None else sys.stdout
     started = time.monotonic()
     check_dataset_roots(experiment, cells)
-    plan = plan_run(experiment, cells)
-    already = len(cells) - len(plan.todo)
+    with DriverLock(experiment.storage_path, experiment.path) as lock:
+        if lock.previous is not None:
+            print(f"sna-orch run: the previous driver of this sweep (pid {lock.previous.pid} on "
+                  f"{lock.previous.host}) is gone; resuming its trials", file=stream, flush=True)
+        return _run_locked(experiment, cells, address, max_concurrent, num_cpus=num_cpus, verbose=verbose,
+                           stream=stream, progress_interval_s=progress_interval_s, failed=failed, stop=stop,
+                           started=started)
+
+
+def _say(stream: TextIO, message: str) -> None:
+    print(message, file=stream, flush=True)
+
+
+def _run_locked(experiment: ExperimentConfig, cells: Sequence[Cell], address: str | None, max_concurrent: int | None,
+                *, num_cpus: int | None, verbose: bool, stream: TextIO, progress_interval_s: float, failed: str,
+                stop: StopRequest | None, started: float) -> SweepSummary:
+    from orchestrator.progress import SweepProgress, summary_table
+    from orchestrator.tracking import SweepTracker, git_commit
+
+    plan = plan_run(experiment, cells, failed)
+    already = len(plan.finished & {cell.key for cell in cells})
+    skipped_failed = sorted(plan.failed) if failed == "skip" else []
+    if skipped_failed:
+        _say(stream, f"sna-orch run: {len(skipped_failed)} cell(s) FAILED in an earlier run and are skipped "
+                     f"({', '.join(key[:8] for key in skipped_failed[:5])}{' …' if len(skipped_failed) > 5 else ''}); "
+                     "--resume-failed continues them from their last checkpoint, --restart-failed starts them over")
+    if plan.interrupted & {cell.key for cell in plan.todo}:
+        _say(stream, f"sna-orch run: {len(plan.interrupted)} interrupted trial(s) resume from their last checkpoint")
     if not plan.todo:
         where = "have a FINISHED MLflow run" if experiment.search is None else "have all their Optuna trials"
-        print(f"sna-orch run: all {len(cells)} cells of {experiment.name!r} {where}; nothing to run", file=stream)
-        return SweepSummary(experiment.name, len(cells), already, [], time.monotonic() - started)
+        if skipped_failed:
+            where = "have a FINISHED or a FAILED (skipped) MLflow run"
+        _say(stream, f"sna-orch run: all {len(cells)} cells of {experiment.name!r} {where}; nothing to run")
+        return SweepSummary(experiment.name, len(cells), already, [], time.monotonic() - started,
+                            skipped_failed=skipped_failed)
 
     tracker = SweepTracker(experiment.tracking_uri, experiment.name)
     parent = tracker.start_sweep(experiment.path, experiment.file_hash,
                                  git_commit(os.path.dirname(os.path.abspath(__file__))), len(cells))
-    summary = SweepSummary(experiment.name, len(cells), already, [], 0.0, parent)
+    stale = tracker.close_stale_sweeps(parent, "its driver stopped without ending it (killed or preempted)")
+    if stale:
+        _say(stream, f"sna-orch run: closed {stale} sweep run(s) a lost driver left RUNNING (now KILLED)")
+    if failed == "restart" and plan.failed:
+        restart_trials(experiment, tracker, sorted(plan.failed), stream)
+    summary = SweepSummary(experiment.name, len(cells), already, [], 0.0, parent, skipped_failed=skipped_failed)
+    stop = stop or StopRequest(experiment.storage_path, announce=lambda message: _say(stream, message))
     status = "KILLED"
+    progress = None
     try:
-        with ray_session(address, num_cpus=num_cpus, verbose=verbose) as session:
+        # Handlers after ray.init: Ray's core worker installs its own SIGTERM handler (a stack
+        # dump, then abort) in the driver.
+        with ray_session(address, num_cpus=num_cpus, verbose=verbose) as session, stop.installed():
             check_fits(experiment, session)
             concurrency = concurrency_for(experiment, session, max_concurrent)
             summary.concurrency = concurrency
             if experiment.search is None:
                 run_ids = tracker.trial_runs(plan.todo, parent)
-                searcher = make_cell_queue([_spec(experiment, cell, run_ids[cell.key]) for cell in plan.todo])
+                searcher = make_cell_queue([_spec(experiment, cell, run_ids[cell.key]) for cell in plan.todo], stop)
             else:
-                searcher = make_optuna_search(experiment, plan.todo, _registrar(experiment, tracker, parent))
-            print(f"sna-orch run: {experiment.name!r}: {len(cells)} cells, {already} already finished, "
-                  f"{plan.n_trials} trials to run, {concurrency} at a time "
-                  f"({experiment.resources.num_workers} Train worker(s) each)", file=stream, flush=True)
+                searcher = make_optuna_search(experiment, plan.todo, _registrar(experiment, tracker, parent), stop)
+            start_ahead = experiment.resources.start_ahead
+            _say(stream, f"sna-orch run: {experiment.name!r}: {len(cells)} cells, {already} already finished, "
+                         f"{plan.n_trials} trials to run, {concurrency} at a time "
+                         f"({experiment.resources.num_workers} Train worker(s) each"
+                         f"{f'; {start_ahead} more starting ahead' if start_ahead else ''})")
             progress = SweepProgress(plan.n_trials, concurrency, already_done=0 if experiment.search else already,
                                      interval_s=progress_interval_s, stream=stream)
-            tune_trials(searcher, plan.n_trials, storage_path=experiment.storage_path,
-                        name=_safe_name(experiment.name), concurrency=concurrency,
-                        max_failures=experiment.resources.max_failures, callbacks=[progress])
+            try:
+                tune_trials(searcher, plan.n_trials, storage_path=experiment.storage_path,
+                            name=_safe_name(experiment.name), concurrency=concurrency,
+                            max_failures=experiment.resources.max_failures, callbacks=[progress],
+                            start_ahead=start_ahead)
+            except KeyboardInterrupt:
+                summary.forced_stop = True
         summary.trials = _outcomes(progress, plan)
         if experiment.search is not None:
             summary.best_search_trials = mark_best_search_trials(experiment, plan.todo)
-        status = "FINISHED" if summary.exit_code == 0 else "FAILED"
+        if stop.requested:
+            status = "KILLED"
+        else:
+            status = "FINISHED" if summary.exit_code == 0 else "FAILED"
     finally:
         summary.wall_s = time.monotonic() - started
+        summary.stopped_by = None if stop.signal is None else stop.signal.name
+        summary.stop_exit_code = stop.exit_code
+        if stop.requested or status == "KILLED":
+            # A forced stop (second signal, or an error in the driver) leaves trials mid-epoch.
+            killed = tracker.kill_running_trials(parent, "the sweep's driver stopped during this trial's epoch; "
+                                                         "`sna-orch run` resumes it from its last checkpoint")
+            if killed:
+                summary.trials = [outcome if outcome.key not in killed else
+                                  dataclasses.replace(outcome, status=INTERRUPTED) for outcome in summary.trials]
         tracker.finish_sweep(parent, status)
-    print(summary_table([trial.row() for trial in summary.trials]), file=stream)
-    print(f"sna-orch run: {summary.count(FINISHED)} finished, {summary.count(FAILED)} failed, "
-          f"{summary.count(NOT_RUN)} not run, in {summary.wall_s:.0f} s; MLflow: {experiment.tracking_uri} "
-          f"(experiment {experiment.name!r})", file=stream, flush=True)
+    if progress is not None:
+        print(summary_table([trial.row() for trial in summary.trials]), file=stream)
+    _say(stream, f"sna-orch run: {summary.count(FINISHED)} finished, {summary.count(FAILED)} failed, "
+                 f"{summary.count(INTERRUPTED)} interrupted, {summary.count(NOT_RUN)} not run, "
+                 f"in {summary.wall_s:.0f} s; MLflow: {experiment.tracking_uri} (experiment {experiment.name!r})")
+    if summary.stopped_by:
+        _say(stream, f"sna-orch run: stopped by {summary.stopped_by}. Run the same command to resume: finished "
+                     "cells are kept, interrupted trials continue from their last checkpoint.")
     return summary
+
+
+def restart_trials(experiment: ExperimentConfig, tracker: Any, keys: Sequence[str], stream: TextIO) -> None:
+    """Start ``keys`` over: retire their MLflow runs (kept, untagged as the key's run) and move
+    their Train run folders (checkpoints) aside to ``<storage>/trials/.retired/`` — nothing is
+    deleted."""
+    from orchestrator.trainable import train_runs_path
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for key in keys:
+        tracker.retire_trial(key)
+        folder = os.path.join(train_runs_path(experiment.storage_path), key)
+        if os.path.isdir(folder):
+            target = os.path.join(train_runs_path(experiment.storage_path), ".retired", f"{key}-{stamp}")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(folder, target)
+    _say(stream, f"sna-orch run: restarting {len(keys)} failed cell(s) from scratch (their old runs and "
+                 "checkpoints are kept aside)")
 
 
 def _registrar(experiment: ExperimentConfig, tracker: Any, parent: str) -> Callable[[Cell, Cell], TrialSpec]:
@@ -650,10 +774,11 @@ def _registrar(experiment: ExperimentConfig, tracker: Any, parent: str) -> Calla
 def _outcomes(progress: Any, plan: RunPlan) -> list[TrialOutcome]:
     from orchestrator.progress import FAILED as P_FAILED
     from orchestrator.progress import FINISHED as P_FINISHED
+    from orchestrator.progress import INTERRUPTED as P_INTERRUPTED
 
     outcomes = []
     for trial in progress.trials.values():
-        status = {P_FINISHED: FINISHED, P_FAILED: FAILED}.get(trial.status, NOT_RUN)
+        status = {P_FINISHED: FINISHED, P_FAILED: FAILED, P_INTERRUPTED: INTERRUPTED}.get(trial.status, NOT_RUN)
         outcomes.append(TrialOutcome(trial.key, trial.fields, status, trial.metric, trial.best, trial.epochs_done,
                                      trial.epochs, trial.wall_s, trial.error))
     started = {trial.key for trial in progress.trials.values()}

@@ -47,17 +47,17 @@ __all__ = [
     "AXES",
     "TERMINAL_STATUSES",
     "CellLike",
-    "TrialState",
     "SweepTracker",
     "TrialLogger",
+    "TrialState",
     "finished_trial_keys",
-    "trial_states",
-    "trial_runs",
-    "state_of",
-    "search_cell_of",
-    "git_commit",
     "flatten_config",
+    "git_commit",
+    "search_cell_of",
     "sqlite_path",
+    "state_of",
+    "trial_runs",
+    "trial_states",
 ]
 
 _log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ TAG_N_CELLS = "sna.n_cells"
 TAG_SEARCH_CELL = "sna.search_cell"  # an Optuna trial's run: the plan cell it searches for
 TAG_SEARCH_BEST = "sna.best"  # "true" on the best Optuna trial's run of its cell, else "false"
 TAG_STARTED_MS = "sna.started_ms"  # when a worker last marked the run RUNNING (start_time = creation)
+TAG_RETIRED_KEY = "sna.retired_trial_key"  # a run set aside by --restart-failed (was sna.trial_key)
+TAG_RETIRED_MS = "sna.retired_ms"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 AXES: tuple[str, ...] = ("dataset", "backbone", "attention", "rank_k", "placement", "seed", "task")
@@ -84,6 +86,7 @@ _SEARCH_TRIAL_KEY = re.compile(r"^(?P<cell>.+)-(?P<number>\d+)$")
 RESOLVED_CONFIG_ARTIFACT = "resolved_config.json"
 FINAL_METRICS_ARTIFACT = "final_metrics.json"
 EPOCH_METRIC = "epoch"
+RESUME_METRIC = "resumed_at_epoch"  # one point per resume from a checkpoint (value = step = epoch)
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _STATUS_PREFERENCE = {"FINISHED": 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED": 4}
@@ -226,7 +229,7 @@ def _retry(operation: Callable[[], _T], *, what: str, attempts: int = 10,
         attempt += 1
         try:
             return operation()
-        except Exception as error:  # noqa: BLE001 - filtered by _transient_kind
+        except Exception as error:
             kind = _transient_kind(error)
             limit = min(attempts, _HTTP_ATTEMPTS) if kind == "http" else attempts
             if kind is None or attempt >= limit:
@@ -545,6 +548,44 @@ class SweepTracker:
         _check_terminal(status)
         _retry(lambda: self.client.set_terminated(parent_run_id, status=status), what="set_terminated")
 
+    def close_stale_sweeps(self, keep: str, reason: str) -> int:
+        """KILLED (with ``reason``) for every other sweep parent run left RUNNING (its driver is
+        gone: the caller holds the sweep's driver lock). Returns how many."""
+        experiment_id = self.ensure_experiment()
+        stale = [run for run in _search(self.client, experiment_id,
+                                        f"tags.`{TAG_RUN_TYPE}` = 'sweep' and attributes.status = 'RUNNING'")
+                 if run.info.run_id != keep]
+        for run in stale:
+            self._end(run.info.run_id, "KILLED", reason)
+        return len(stale)
+
+    def kill_running_trials(self, parent_run_id: str, reason: str) -> list[str]:
+        """KILLED (with ``reason``) for this sweep's trial runs still RUNNING: what a stop
+        interrupted mid-epoch. They resume from their last checkpoint. Returns their keys."""
+        experiment_id = self.ensure_experiment()
+        running = _search(self.client, experiment_id,
+                          f"tags.`{TAG_RUN_TYPE}` = 'trial' and tags.`{TAG_PARENT}` = {_quoted(parent_run_id)} "
+                          "and attributes.status = 'RUNNING'")
+        for run in running:
+            self._end(run.info.run_id, "KILLED", reason)
+        return [run.data.tags.get(TAG_TRIAL_KEY, run.info.run_id) for run in running]
+
+    def retire_trial(self, key: str) -> str | None:
+        """Take ``key``'s run out of find-or-create (for a restart from scratch) without deleting
+        it: its ``sna.trial_key`` tag moves to ``sna.retired_trial_key``. Returns its run id."""
+        experiment_id = self.ensure_experiment()
+        runs = _search(self.client, experiment_id,
+                       f"tags.`{TAG_RUN_TYPE}` = 'trial' and tags.`{TAG_TRIAL_KEY}` = {_quoted(key)}")
+        for run in runs:
+            _log_batch(self.client, run.info.run_id,
+                       tags=[RunTag(TAG_RETIRED_KEY, key), RunTag(TAG_RETIRED_MS, str(_now_ms()))])
+            _retry(lambda run=run: self.client.delete_tag(run.info.run_id, TAG_TRIAL_KEY), what="delete_tag")
+        return runs[0].info.run_id if runs else None
+
+    def _end(self, run_id: str, status: str, reason: str) -> None:
+        _log_batch(self.client, run_id, tags=[RunTag(TAG_FAILURE_REASON, reason[-_MAX_TAG_VALUE:])])
+        _retry(lambda: self.client.set_terminated(run_id, status=status), what="set_terminated")
+
     # -- trials -------------------------------------------------------------------------------
 
     def trial_run(self, cell: CellLike, parent_run_id: str) -> str:
@@ -701,6 +742,11 @@ class TrialLogger:
         if self._best is None or (value > self._best if mode == "max" else value < self._best):
             self._best = value
         return metric, self._best
+
+    def log_resume(self, epoch: int) -> None:
+        """Record that the trial resumed from a checkpoint at ``epoch``: the metric
+        ``resumed_at_epoch`` (value and step = ``epoch``; one point per resume)."""
+        _log_batch(self.client, self.run_id, metrics=[Metric(RESUME_METRIC, float(epoch), _now_ms(), epoch)])
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         """Summary metrics (best_*, final_*, params, FLOPs, throughput, SNA iterations; nested

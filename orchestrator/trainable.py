@@ -21,6 +21,7 @@ non-finite loss finishes it ``FAILED`` with the reason and fails the trial.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -35,6 +36,8 @@ from typing import Any
 SPEC_KEY = "trial"
 # The file inside a Train checkpoint directory.
 CHECKPOINT_FILE = "trial_state.pt"
+# Beside it, the epoch as JSON: `status` reads it without loading the weights.
+CHECKPOINT_EPOCH_FILE = "sna_epoch.json"
 # Train runs live in <storage>/<TRAIN_RUNS_DIR>/<trial key>: one stable folder per trial.
 TRAIN_RUNS_DIR = "trials"
 # Checkpoints kept per trial: the newest is enough to resume; one more covers a crash mid-upload.
@@ -93,6 +96,23 @@ class TrialSpec:
 def train_runs_path(storage_path: str) -> str:
     """The folder that holds one Train run (and its checkpoints) per trial key."""
     return storage_path.rstrip("/") + "/" + TRAIN_RUNS_DIR
+
+
+def checkpointed_epoch(storage_path: str, key: str) -> int | None:
+    """The epoch of trial ``key``'s newest checkpoint in the sweep's storage (None: none yet).
+    Train names checkpoint folders ``checkpoint_<timestamp>``, so the newest sorts last."""
+    folder = os.path.join(train_runs_path(storage_path), key)
+    try:
+        names = sorted(name for name in os.listdir(folder) if name.startswith("checkpoint_"))
+    except OSError:
+        return None
+    for name in reversed(names):
+        try:
+            with open(os.path.join(folder, name, CHECKPOINT_EPOCH_FILE), encoding="utf-8") as handle:
+                return int(json.load(handle)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a checkpoint being written, or one from before this file existed
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,6 +286,8 @@ def _fit(spec: TrialSpec, rank: int, world_size: int, logger: Any, *, startup_s:
         history, sna_totals = state["history"], state["sna"]
         start_epoch = int(state["epoch"]) + 1
         _set_rng_states(state["rng"])
+        if logger is not None:
+            logger.log_resume(start_epoch)
 
     train_set, val_set = task.build_datasets()
     train_sampler = val_sampler = None
@@ -301,24 +323,31 @@ def _fit(spec: TrialSpec, rank: int, world_size: int, logger: Any, *, startup_s:
             reported[f"best_{metric}"] = best
         if rank != 0:
             ray.train.report(reported)
-            continue
-        if epoch > logged_through:  # a resumed epoch that MLflow already has is not logged twice
-            logger.log_epoch(epoch_metrics, epoch)
-        with tempfile.TemporaryDirectory(prefix="sna-ckpt-") as directory:
-            torch.save(
-                {
-                    "model": unwrapped.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": None if scheduler is None else scheduler.state_dict(),
-                    "epoch": epoch,
-                    "run_id": spec.run_id,
-                    "history": history,
-                    "sna": sna_totals,
-                    "rng": _rng_states(),
-                },
-                os.path.join(directory, CHECKPOINT_FILE),
-            )
-            ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            if epoch > logged_through:  # a resumed epoch that MLflow already has is not logged twice
+                logger.log_epoch(epoch_metrics, epoch)
+            with tempfile.TemporaryDirectory(prefix="sna-ckpt-") as directory:
+                torch.save(
+                    {
+                        "model": unwrapped.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": None if scheduler is None else scheduler.state_dict(),
+                        "epoch": epoch,
+                        "run_id": spec.run_id,
+                        "history": history,
+                        "sna": sna_totals,
+                        "rng": _rng_states(),
+                    },
+                    os.path.join(directory, CHECKPOINT_FILE),
+                )
+                with open(os.path.join(directory, CHECKPOINT_EPOCH_FILE), "w", encoding="utf-8") as handle:
+                    json.dump({"epoch": epoch, "epochs": epochs, "run_id": spec.run_id}, handle)
+                ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        if epoch < epochs - 1 and _stop_agreed(spec, rank, device):
+            if logger is not None:
+                logger.finish("KILLED", reason=f"stopped by the driver after epoch {epoch} (its checkpoint); "
+                                                "`sna-orch run` resumes it from there")
+            return
 
     if rank == 0:
         logger.log_summary(_summary(spec, task, unwrapped, history, sna_totals, startup_s))
@@ -337,6 +366,16 @@ class ShardSampler:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def _stop_agreed(spec: TrialSpec, rank: int, device: Any) -> bool:
+    """Whether the driver asked the sweep to stop (rank 0 reads the stop file; with several
+    ranks, one all-reduce makes it every rank's answer, so none starts an epoch the others skip)."""
+    from orchestrator.stop import stop_requested
+    from sna_core.tasks.base import reduce_sums
+
+    asked = 1.0 if rank == 0 and stop_requested(spec.storage_path) else 0.0
+    return reduce_sums({"stop": asked}, device)["stop"] > 0
 
 
 def _load_checkpoint() -> dict | None:

@@ -1,7 +1,10 @@
 """Fixtures shared by the test modules."""
 
+import uuid
+
 import pytest
 import torch
+from sweep_helpers import MARKER_VARIABLE, end_processes, wait_for_no_processes
 
 
 @pytest.fixture(scope="module")
@@ -12,3 +15,17 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch):
+    """No inherited MLflow/Ray addresses; a marker to find every process the test starts. Any
+    such process still alive at the end fails the test (after being ended, by PID)."""
+    for variable in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        monkeypatch.delenv(variable, raising=False)
+    marker = uuid.uuid4().hex
+    monkeypatch.setenv(MARKER_VARIABLE, marker)
+    yield marker
+    left = wait_for_no_processes(marker)
+    end_processes(left)
+    assert not left, f"processes left behind by the run: {left}"

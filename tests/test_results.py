@@ -12,7 +12,6 @@ import math
 import os
 import shutil
 import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
+from sweep_helpers import StandInCell
 
 from orchestrator.commands.status import format_status, sweep_status
 from orchestrator.results import BASE_SCHEMA, MISSING, results_table, write_parquet
@@ -28,19 +28,6 @@ from orchestrator.tracking import SweepTracker, TrialLogger
 EXPERIMENT = "sna-results-test"
 
 
-@dataclass(frozen=True)
-class StandInCell:
-    """The fields of orchestrator.plan.Cell that results and status read."""
-
-    key: str
-    dataset: str = "redundant_shapes"
-    backbone: str = "resnet18"
-    attention: str = "sna"
-    rank_k: int | None = 1
-    placement: str = "stem"
-    seed: int = 0
-    task: str = "classification"
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 def make_cell(index: int, attention: str = "sna") -> StandInCell:
@@ -215,18 +202,18 @@ def test_sweep_status_reads_each_cell_state(sqlite_uri: str) -> None:
     assert (done["epoch"], done["epochs"], done["best"]) == (3, 3, pytest.approx(0.6))
     assert (states[cells[2].key]["epoch"], states[cells[2].key]["best"]) == (2, pytest.approx(0.3))
     assert states[plan[4].key]["run_id"] is None
-    assert report["counts"] == {"pending": 2, "running": 1, "finished": 1, "failed": 1, "killed": 0, "total": 5}
+    assert report["counts"] == {"pending": 2, "running": 1, "finished": 1, "failed": 1, "interrupted": 0, "total": 5}
     assert report["runs_outside_plan"] == 0
     json.dumps(report)  # --json prints it as it is
 
     text = format_status(report)
     lines = text.splitlines()
     assert lines[0].split() == ["KEY", "DATASET", "BACKBONE", "ATTENTION", "RANK_K", "PLACEMENT", "SEED",
-                                "STATE", "EPOCH", "BEST"]
+                                "STATE", "EPOCH", "CHECKPOINT", "BEST"]
     finished_line = next(line for line in lines if line.startswith(cells[0].key))
     assert "finished" in finished_line and "3/3" in finished_line and "top1=0.6" in finished_line
     assert "FloatingPointError: loss is nan" in next(line for line in lines if line.startswith(cells[1].key))
-    assert "pending 2  running 1  finished 1  failed 1  killed 0  total 5" in text
+    assert "pending 2  running 1  interrupted 0  finished 1  failed 1  total 5" in text
 
 
 def test_sweep_status_on_a_missing_store_is_all_pending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -342,7 +329,7 @@ def test_status_and_results_verbs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     assert run_verb("status", [str(experiment_file)]) == 0
     out = capsys.readouterr().out
-    assert "pending 3  running 0  finished 1  failed 0  killed 0  total 4" in out
+    assert "pending 3  running 0  interrupted 0  finished 1  failed 0  total 4" in out
 
     assert run_verb("results", [str(experiment_file), "--out", "out/results.parquet"]) == 0
     out = capsys.readouterr().out

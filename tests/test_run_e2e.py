@@ -8,13 +8,16 @@ MLflow with its reason, beside a healthy 2-worker DDP trial, and the exit code s
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
+from sweep_helpers import (
+    TINY_DATASET,
+    TINY_TRAIN,
+    processes_with_marker,
+    write_experiment,
+)
 
 from orchestrator.cli import main as cli_main
 from orchestrator.config import load_experiment
@@ -22,72 +25,6 @@ from orchestrator.plan import expand
 from orchestrator.tracking import trial_runs
 
 pytestmark = pytest.mark.slow
-
-MARKER_VARIABLE = "SNA_ORCH_TEST_MARKER"
-# Tiny trials: 2 batches of 8 images of 16² per epoch.
-TINY_DATASET = {"image_size": 16, "kwargs": {"train_size": 16, "val_size": 8}}
-TINY_TRAIN = {"epochs": 2, "batch_size": 8, "lr": 0.05, "limit_train_batches": 2, "limit_eval_batches": 1,
-              "metric": "top1", "mode": "max", "schedule": {"name": "multistep", "milestones": [1], "gamma": 0.5}}
-
-
-def write_experiment(directory: Path, name: str, **overrides: object) -> Path:
-    document = {
-        "name": name,
-        "matrix": {"dataset": ["redundant_shapes"], "backbone": ["resnet18"], "attention": ["none", "sna"],
-                   "seed": [0, 1]},
-        "datasets": {"redundant_shapes": TINY_DATASET},
-        "train": dict(TINY_TRAIN),
-        "resources": {"num_workers": 1, "cpus_per_worker": 1, "max_concurrent": 2},
-        "tracking": {"uri": f"sqlite:///{directory / 'mlflow.db'}"},
-        "storage": str(directory / "results"),
-    }
-    document.update(overrides)
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
-def processes_with_marker(marker: str) -> list[int]:
-    """PIDs (other than this one) whose environment carries ``marker``: everything Ray started
-    for this test inherits it from the driver."""
-    found = []
-    needle = f"{MARKER_VARIABLE}={marker}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle in handle.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch):
-    """No inherited MLflow/Ray addresses; a marker to find every process the test starts. Any
-    such process still alive at the end fails the test (after being ended, by PID)."""
-    for variable in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
-        monkeypatch.delenv(variable, raising=False)
-    marker = uuid.uuid4().hex
-    monkeypatch.setenv(MARKER_VARIABLE, marker)
-    yield marker
-    import signal
-    import time
-
-    deadline = time.monotonic() + 20  # ray.shutdown() has returned; its processes exit promptly
-    left = processes_with_marker(marker)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.5)
-        left = processes_with_marker(marker)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert not left, f"processes left behind by the run: {left}"
-
 
 def test_dry_run_starts_nothing(tmp_path: Path, clean_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_experiment(tmp_path, "dry")
@@ -123,7 +60,7 @@ def test_run_grid_end_to_end_then_nothing_new(tmp_path: Path, clean_env: str, ca
 
     assert cli_main(["run", str(path), "--num-cpus", "2"]) == 0
     out = capsys.readouterr().out
-    assert "4 finished, 0 failed, 0 not run" in out
+    assert "4 finished, 0 failed, 0 interrupted, 0 not run" in out
 
     runs = trial_runs(experiment.tracking_uri, experiment.name)
     assert set(runs) == {cell.key for cell in cells}
@@ -206,7 +143,7 @@ def test_search_runs_an_optuna_study_per_cell_and_marks_the_best(tmp_path: Path,
     experiment = load_experiment(path)
     (cell,) = expand(experiment)
     assert cli_main(["run", str(path), "--num-cpus", "2"]) == 0
-    assert "2 finished, 0 failed, 0 not run" in capsys.readouterr().out
+    assert "2 finished, 0 failed, 0 interrupted, 0 not run" in capsys.readouterr().out
 
     runs = trial_runs(experiment.tracking_uri, experiment.name)
     assert set(runs) == {f"{cell.key}-0", f"{cell.key}-1"}

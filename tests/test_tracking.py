@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sweep_helpers import StandInCell
 
 from orchestrator.tracking import (
     AXES,
@@ -38,19 +38,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "sna-test"
 
 
-@dataclass(frozen=True)
-class StandInCell:
-    """The fields of orchestrator.plan.Cell that tracking reads."""
-
-    key: str
-    dataset: str = "redundant_shapes"
-    backbone: str = "resnet18"
-    attention: str = "sna"
-    rank_k: int | None = 1
-    placement: str = "stem"
-    seed: int = 0
-    task: str = "classification"
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 def trial_config(seed: int = 0, attention: str = "sna", epochs: int = 3) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Prints every cell of the grid of Fang et al., "Combating spatial redundancy with spectral norm
 attention in convolutional learners", Neurocomputing 511 (2022) — key, axes, task and its state
-in MLflow (new / finished / failed / running; read only when the store already exists) — the
+in MLflow (new / running / interrupted / finished / failed; read only when the store already exists) — the
 number of cells per axis value and in total, and a compute estimate at a stated throughput.
 ``--json`` prints a JSON list of cells instead (the summary goes to stderr). Writes nothing.
 """
@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # imported when the verb runs (they import torch): `sna-orch 
     from orchestrator.plan import Cell
 
 # MLflow run status -> the plan's word for the cell.
-STATE_OF_STATUS = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "failed", "SCHEDULED": "new"}
-STATES = ("new", "running", "finished", "failed", "unknown")
+STATE_OF_STATUS = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "interrupted", "SCHEDULED": "new"}
+STATES = ("new", "running", "interrupted", "finished", "failed", "unknown")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

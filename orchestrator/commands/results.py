@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator.config import load_experiment  # lazily: `sna-orch --help` stays fast
+    from orchestrator.config import (
+        load_experiment,  # lazily: `sna-orch --help` stays fast
+    )
     from orchestrator.plan import expand
     from orchestrator.results import results_table, write_parquet
 

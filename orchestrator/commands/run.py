@@ -4,8 +4,11 @@ Every cell of the grid of Fang et al., "Combating spatial redundancy with spectr
 in convolutional learners", Neurocomputing 511 (2022), that has no FINISHED MLflow run becomes a
 Ray Tune trial fitting a Ray Train TorchTrainer (see :mod:`orchestrator.runner`). The file is
 loaded and validated, and dataset roots are checked, before Ray starts (errors: exit 2).
-``--dry-run`` prints what would run and starts nothing. Exit code 1 when a trial failed or did
-not run.
+``--dry-run`` prints what would run and starts nothing. Cells whose run FAILED before are skipped
+unless ``--resume-failed`` (from their last checkpoint) or ``--restart-failed`` (from scratch).
+SIGINT / SIGTERM stop gracefully (see :mod:`orchestrator.stop`). Exit code: 0 when everything
+finished, 1 when a trial failed or did not run (or a failed cell was skipped), 130 / 143 when
+SIGINT / SIGTERM stopped the sweep.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trials at once (default: resources.max_concurrent, else as many as fit)")
     parser.add_argument("--num-cpus", type=int, default=None, metavar="N",
                         help="CPUs of the local Ray (default: this machine's cores; ignored with --address)")
+    failed = parser.add_mutually_exclusive_group()
+    failed.add_argument("--resume-failed", action="store_true",
+                        help="run cells whose run FAILED before again, from their last checkpoint (default: skip them)")
+    failed.add_argument("--restart-failed", action="store_true",
+                        help="run cells whose run FAILED before again from scratch (old run and checkpoints kept aside)")
     parser.add_argument("--dry-run", action="store_true", help="print the trials that would run; start nothing")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs (workers, Train, Tune)")
 
@@ -44,11 +52,12 @@ def main(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.file)
     cells = expand(experiment)
     check_dataset_roots(experiment, cells)
+    failed = "resume" if args.resume_failed else "restart" if args.restart_failed else "skip"
     if args.dry_run:
-        print_dry_run(experiment, plan_run(experiment, cells), sys.stdout)
+        print_dry_run(experiment, plan_run(experiment, cells, failed), sys.stdout)
         return 0
     summary = run_sweep(experiment, cells, address=args.address, max_concurrent=args.max_concurrent,
-                        num_cpus=args.num_cpus, verbose=args.verbose)
+                        num_cpus=args.num_cpus, verbose=args.verbose, failed=failed)
     return summary.exit_code
 
 

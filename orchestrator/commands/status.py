@@ -2,9 +2,11 @@
 
 For every cell of the plan (the grid of "Combating spatial redundancy with spectral norm
 attention in convolutional learners", Neurocomputing 2022, or any experiment file): its state
-(pending, running, finished, failed, killed), the epoch reached (or, with ``search:``, the
-Optuna trials finished) and the best value of its metric, then the counts. Reads only: no Ray
-is started and nothing is written to MLflow.
+(pending, running, interrupted, finished, failed), the epoch reached (or, with ``search:``, the
+Optuna trials finished), the epoch of its newest checkpoint in the Ray storage and the best value
+of its metric, then the counts. "interrupted": stopped by a signal (KILLED in MLflow), or left
+RUNNING by a driver that is gone (read from ``<storage>/driver.json``); ``run`` resumes both.
+Reads only: no Ray is started and nothing is written to MLflow.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # mlflow is imported only when the verb runs: `sna-orch --help` stays fast
     from orchestrator.tracking import CellLike, TrialState
 
-STATES = ("pending", "running", "finished", "failed", "killed")
+STATES = ("pending", "running", "interrupted", "finished", "failed")
 _STATE_OF_STATUS = {"SCHEDULED": "pending", "RUNNING": "running", "FINISHED": "finished",
-                    "FAILED": "failed", "KILLED": "killed"}
-_COLUMNS = ("key", "dataset", "backbone", "attention", "rank_k", "placement", "seed", "state", "epoch", "best")
+                    "FAILED": "failed", "KILLED": "interrupted"}
+_COLUMNS = ("key", "dataset", "backbone", "attention", "rank_k", "placement", "seed", "state", "epoch",
+            "checkpoint", "best")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,16 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sweep_status(cells: Iterable[CellLike], tracking_uri: str, experiment_name: str,
-                 n_trials: int | None = None) -> dict[str, Any]:
+                 n_trials: int | None = None, storage_path: str | None = None) -> dict[str, Any]:
     """Each planned cell's state from MLflow (one search), the counts, and runs outside the plan.
 
     With an Optuna search (``n_trials`` per cell) a cell's state sums up its trials' runs:
     running while one runs, finished when ``n_trials`` have ended and one finished, failed when
     they all ended failing, pending otherwise; ``best`` is the best over its finished trials.
     """
+    from orchestrator.driver_lock import read_driver
     from orchestrator.tracking import trial_states
+    from orchestrator.trainable import checkpointed_epoch
 
     states = trial_states(tracking_uri, experiment_name)
+    driver = read_driver(storage_path) if storage_path else None
+    driver_alive = driver is not None and driver.alive
     searched: dict[str, list[TrialState]] = {}
     for state in states.values():
         if state.search_cell is not None:
@@ -54,13 +61,20 @@ def sweep_status(cells: Iterable[CellLike], tracking_uri: str, experiment_name: 
         trials = searched.get(cell.key)
         if cell.key not in states and trials:
             rows.append(_search_row(cell, trials, n_trials))
-        else:
-            rows.append(_cell_row(cell, states.get(cell.key)))
+            continue
+        row = _cell_row(cell, states.get(cell.key))
+        # RUNNING with no live driver: the driver was killed (or its host lost) mid-trial.
+        if row["state"] == "running" and storage_path and not driver_alive:
+            row["state"] = "interrupted"
+        row["checkpoint_epoch"] = checkpointed_epoch(storage_path, cell.key) if storage_path else None
+        rows.append(row)
     counts = Counter(row["state"] for row in rows)
     outside = {key for key, state in states.items() if key not in planned and state.search_cell not in planned}
     return {
         "experiment": experiment_name,
         "tracking_uri": tracking_uri,
+        "storage": storage_path,
+        "driver": None if driver is None else {"pid": driver.pid, "host": driver.host, "alive": driver_alive},
         "cells": rows,
         "counts": {state: counts.get(state, 0) for state in STATES} | {"total": len(rows)},
         "runs_outside_plan": len(outside),
@@ -116,6 +130,7 @@ def _search_row(cell: CellLike, trials: list[TrialState], n_trials: int | None) 
         "metric": trials[0].metric,
         "best": None if best is None else best.best,
         "failure_reason": failures[-1] if state == "failed" and failures else None,
+        "checkpoint_epoch": None,
         "trials": {"finished": by_status["FINISHED"], "failed": by_status["FAILED"] + by_status["KILLED"],
                    "running": by_status["RUNNING"], "runs": len(trials), "n_trials": n_trials},
     }
@@ -131,13 +146,14 @@ def format_status(report: dict[str, Any]) -> str:
             epoch = "-"
         else:
             epoch = f"{row['epoch']}/{row['epochs']}" if row["epochs"] is not None else str(row["epoch"])
+        checkpoint = "-" if row.get("checkpoint_epoch") is None else f"epoch {row['checkpoint_epoch']}"
         best = "-" if row["best"] is None else f"{row['metric']}={row['best']:.4g}"
-        if row["state"] in ("failed", "killed") and row["failure_reason"]:
+        if row["state"] in ("failed", "interrupted") and row["failure_reason"]:
             best += "  " + row["failure_reason"].strip().splitlines()[-1][:80]
         table.append([
             row["key"], row["dataset"], row["backbone"], row["attention"],
             "-" if row["rank_k"] is None else str(row["rank_k"]), row["placement"], str(row["seed"]),
-            row["state"], epoch, best,
+            row["state"], epoch, checkpoint, best,
         ])
     widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS) - 1)]
     lines = ["  ".join([*(value.ljust(width) for value, width in zip(line, widths, strict=False)), line[-1]]).rstrip()
@@ -157,6 +173,7 @@ def main(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.file)
     n_trials = experiment.search.n_trials if experiment.search is not None else None
-    report = sweep_status(expand(experiment), experiment.tracking_uri, experiment.name, n_trials)
+    report = sweep_status(expand(experiment), experiment.tracking_uri, experiment.name, n_trials,
+                          storage_path=experiment.storage_path)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
