@@ -596,7 +596,10 @@ class SweepTracker:
         """Find-or-create for many cells with one search: key → run id."""
         cells = list(cells)
         experiment_id = self.ensure_experiment()
-        existing = _canonical_by_key(_search(self.client, experiment_id, f"tags.`{TAG_RUN_TYPE}` = 'trial'"))
+        trial_filter = f"tags.`{TAG_RUN_TYPE}` = 'trial'"
+        if len(cells) == 1:  # one search trial at a time: look up its key, not every run (O(n²))
+            trial_filter += f" and tags.`{TAG_TRIAL_KEY}` = {_quoted(cells[0].key)}"
+        existing = _canonical_by_key(_search(self.client, experiment_id, trial_filter))
         run_ids: dict[str, str] = {}
         for cell in cells:
             if cell.key in run_ids:
