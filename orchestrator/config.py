@@ -453,7 +453,7 @@ def _resolve_dataset(check: _Checker, key: str, spec: dict, info: Any, base_dir:
         "task": task,
         "root": resolve_root(root, base_dir),
         "image_size": check.integer(spec.get("image_size", info.image_size), f"{key}.image_size", minimum=1),
-        "num_classes": check.integer(spec.get("num_classes", info.num_classes), f"{key}.num_classes", minimum=1),
+        "num_classes": check.integer(spec.get("num_classes", info.classes_for(task)), f"{key}.num_classes", minimum=1),
         "kwargs": kwargs,
     }
     return resolved, root

@@ -12,16 +12,21 @@ convolutional learners", Neurocomputing 511 (2022) 105-116. Per cell::
 Evaluation passes are not counted. FLOPs are counted once per distinct model (backbone, stem,
 attention, placement, rank_k, detector, image size, classes, channels), on the meta device when
 the model allows it (no arithmetic, no memory) and on the CPU otherwise. A model that cannot be
-counted (no detector builder yet, a block that fails) is reported as unknown with the reason.
+counted (a block that fails) is reported as unknown with the reason. Detectors are counted on the
+meta device for their backbone and FPN, and once per (detector, classes, image size) on the CPU for
+the rest (RPN, RoI heads), which does not depend on the backbone.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
     from orchestrator.plan import Cell
 
 FORWARD_BACKWARD_FACTOR = 3
@@ -100,7 +105,7 @@ def count_forward_flops(signature: ModelSignature) -> int:
     from sna_core.profiling import count_flops
 
     if signature.detector is not None:
-        raise LookupError(f"no detector builder for {signature.detector!r} yet")
+        return _count_detector_flops(signature)
     shape = (signature.in_channels, signature.image_size, signature.image_size)
 
     def build() -> torch.nn.Module:
@@ -117,6 +122,76 @@ def count_forward_flops(signature: ModelSignature) -> int:
         return count_flops(build(), shape)
 
 
+# The RoI heads' work depends on how many proposals and detections survive, i.e. on the weights and
+# the image. Counting without suppression (no NMS, no score threshold) and with zero box
+# regression (every box stays its anchor, none collapses at the image border) fixes both at the
+# detector's test-time limits — 1000 proposals (or every anchor, if fewer) and 100 detections per
+# image — so the estimate is a reproducible upper bound, the same for every attention block.
+DETECTOR_LIMITS = {"rpn_nms_thresh": 1.0, "box_nms_thresh": 1.0, "box_score_thresh": 0.0}
+
+
+def _zero_box_regression(model: torch.nn.Module) -> None:
+    import torch
+
+    for path in ("rpn.head.bbox_pred", "roi_heads.box_predictor.bbox_pred"):
+        layer = model.get_submodule(path)
+        with torch.no_grad():
+            layer.weight.zero_()
+            layer.bias.zero_()
+
+
+def _count_detector_flops(signature: ModelSignature) -> int:
+    """Backbone (with its attention and FPN) on the meta device, plus the rest of the detector
+    (transform, RPN, RoI heads), which does not depend on the backbone: counted once per
+    (detector, classes, image size) on the CPU, where torchvision's detection ops run."""
+    import torch
+
+    from sna_core.detectors.backbone import build_detection_backbone
+    from sna_core.profiling import count_flops
+
+    attention_kwargs = {} if signature.rank_k is None else {"rank_k": signature.rank_k}
+
+    def build() -> torch.nn.Module:
+        return build_detection_backbone(signature.backbone, attention=signature.attention,
+                                        placement=signature.placement, attention_kwargs=attention_kwargs,
+                                        stem=signature.stem)
+
+    shape = _detector_input_shape(signature.image_size)
+    try:
+        with torch.device("meta"):
+            backbone = count_flops(build(), shape)
+    except Exception:  # noqa: BLE001 - as in count_forward_flops
+        backbone = count_flops(build(), shape)
+    return backbone + _detector_heads_flops(signature.detector, signature.num_classes, signature.image_size)
+
+
+def _detector_input_shape(image_size: int) -> tuple[int, int, int]:
+    """What the backbone sees of a square image: torchvision pads batches to multiples of 32."""
+    side = -(-image_size // 32) * 32
+    return (3, side, side)
+
+
+@functools.cache
+def _detector_heads_flops(detector: str, num_classes: int, image_size: int) -> int:
+    """A whole detector on the cheapest backbone (ResNet-18, no attention) minus that backbone."""
+    import torch
+
+    from sna_core.detectors import build_detector
+    from sna_core.detectors.backbone import build_detection_backbone
+    from sna_core.profiling import count_flops
+    from sna_core.tasks.detection import resize_kwargs
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_detector(detector, "resnet18", num_classes, **resize_kwargs(image_size), **DETECTOR_LIMITS)
+        _zero_box_regression(model)
+        # Detection datasets give 3 channels (grey radiographs repeated), whatever the classifier's input.
+        whole = count_flops(model, (3, image_size, image_size))
+    with torch.device("meta"):
+        backbone = count_flops(build_detection_backbone("resnet18"), _detector_input_shape(image_size))
+    return whole - backbone
+
+
 def training_images(cell: Cell) -> int | None:
     """Images one training epoch of ``cell`` sees, or None when the dataset does not say."""
     from sna_core.data import dataset_info
@@ -130,6 +205,72 @@ def training_images(cell: Cell) -> int | None:
     if size is None:
         return capped
     return size if capped is None else min(size, capped)
+
+
+class FlopsCache:
+    """Counted FLOPs per model signature, kept across ``plan`` runs in a JSON file (default
+    ``$SNA_ORCH_CACHE`` or ``~/.cache/sna-orch/flops.json``): counting is ~0.5-3 s per distinct
+    model, so a grid of the paper's size (~70 models) is counted once, then planned in seconds.
+    Keyed by the signature and the torch / sna-orch versions; written atomically; an unreadable
+    file is ignored (recounted)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        import os
+
+        folder = os.environ.get("SNA_ORCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sna-orch")
+        self.path = path or os.path.join(folder, "flops.json")
+        self._entries: dict[str, int] | None = None
+        self._dirty = False
+
+    @staticmethod
+    def key(signature: ModelSignature) -> str:
+        import dataclasses
+        import json
+
+        import torch
+
+        from orchestrator import __version__
+
+        return json.dumps([dataclasses.astuple(signature), torch.__version__, __version__])
+
+    def _load(self) -> dict[str, int]:
+        import json
+
+        if self._entries is None:
+            try:
+                with open(self.path, encoding="utf-8") as handle:
+                    loaded = json.load(handle)
+                self._entries = {k: int(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+            except (OSError, ValueError, TypeError):
+                self._entries = {}
+        return self._entries
+
+    def counter(self, count: Callable[[ModelSignature], int]) -> Callable[[ModelSignature], int]:
+        def cached(signature: ModelSignature) -> int:
+            entries, key = self._load(), self.key(signature)
+            if key not in entries:
+                entries[key] = int(count(signature))
+                self._dirty = True
+            return entries[key]
+
+        return cached
+
+    def save(self) -> None:
+        import json
+        import os
+        import tempfile
+
+        if not self._dirty or self._entries is None:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=os.path.dirname(self.path), suffix=".tmp")
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(self._entries, out)
+            os.replace(temporary, self.path)
+        except OSError:
+            pass  # a read-only home: the next plan counts again
+        self._dirty = False
 
 
 def estimate(

@@ -76,7 +76,7 @@ def identity_config(config: dict, root_as_written: str | None) -> dict:
 
 
 # Trial-config model keys and the matrix axes they come from (to point errors at a line).
-_MODEL_AXIS = {"backbone": "backbone", "stem": "stem", "attention": "attention", "placement": "placement", "attention_kwargs": "rank_k"}
+_MODEL_AXIS = {"backbone": "backbone", "stem": "stem", "attention": "attention", "placement": "placement", "attention_kwargs": "rank_k", "detector": "detector"}
 
 
 class _Resolver:
@@ -121,13 +121,13 @@ class _Resolver:
             "backbone": backbone, "stem": stem, "attention": attention, "placement": placement,
             "attention_kwargs": {} if rank_k is None else {"rank_k": rank_k},
         }
+        if detector is not None:  # detection cells only: sna_core.tasks requires it there
+            model["detector"] = detector
         try:
             config = validate_config({"seed": 0, "dataset": self.experiment.datasets[entry], "model": model,
                                       "train": self._train(entry, grid, patches)})
         except TrialConfigError as error:
             raise self.experiment.error(self._origin(error.key, entry, grid, patches), f"sna_core.tasks refuses the trial: {error}") from None
-        if detector is not None:
-            config["model"]["detector"] = detector
         identity = {**config["dataset"], "root": self.experiment.roots_as_written.get(entry)}
         before = f'{{"dataset":{canonical_json(identity)},"model":{canonical_json(config["model"])},"seed":'
         after = f',"train":{canonical_json(config["train"])}}}'

@@ -7,6 +7,20 @@ import torch
 from sweep_helpers import MARKER_VARIABLE, end_processes, wait_for_no_processes
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _flops_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """`sna-orch plan` keeps counted FLOPs in ~/.cache; tests count afresh, in a temp folder."""
+    import os
+
+    previous = os.environ.get("SNA_ORCH_CACHE")
+    os.environ["SNA_ORCH_CACHE"] = str(tmp_path_factory.mktemp("sna-orch-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SNA_ORCH_CACHE", None)
+    else:
+        os.environ["SNA_ORCH_CACHE"] = previous
+
+
 @pytest.fixture(scope="module")
 def one_cpu_thread():
     """One intra-op thread: on a small shared CPU, OpenMP workers spin-waiting for descheduled

@@ -1,5 +1,6 @@
 """Datasets: the generated and embedded sets, the real Fashion-MNIST files, fixtures in the exact
-on-disk formats of Fashion-MNIST, CIFAR-100 and ImageNet, and the errors for missing roots."""
+on-disk formats of Fashion-MNIST, CIFAR-100 and ImageNet, and the errors for missing roots.
+(COCO/VOC: test_data_coco_voc.py; VinDr-CXR: test_data_vindr.py.)"""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ from sna_core.data import (
 )
 from sna_core.data.digits import Digits
 from sna_core.data.fashion_mnist import DEFAULT_ROOT as FASHION_ROOT
-from sna_core.data.synthetic import SHAPES, RedundantShapes, generate_image, top_singular_share
+from sna_core.data.synthetic import (
+    SHAPES,
+    RedundantShapes,
+    generate_image,
+    top_singular_share,
+)
 
 PAPER_DATASETS = ("cifar100", "imagenet", "coco2017", "voc2012", "vindr_cxr")
 FILE_DATASETS = (*PAPER_DATASETS, "fashion_mnist")
@@ -54,12 +60,15 @@ def test_dataset_info_is_complete(name):
 
 
 @pytest.mark.parametrize(
-    ("name", "tasks", "num_classes"),
-    [("coco2017", ("detection",), 80), ("voc2012", ("detection",), 20), ("vindr_cxr", ("detection", "multilabel"), 14)],
+    ("name", "tasks", "num_classes", "multilabel_outputs"),
+    [("coco2017", ("detection",), 80, None), ("voc2012", ("detection",), 20, None), ("vindr_cxr", ("detection", "multilabel"), 14, 15)],
 )
-def test_paper_detection_datasets_are_plannable(name, tasks, num_classes):
+def test_paper_detection_datasets_are_registered_with_loaders(name, tasks, num_classes, multilabel_outputs):
     info = dataset_info(name)
-    assert (info.tasks, info.num_classes, info.available) == (tasks, num_classes, False)
+    assert (info.tasks, info.num_classes, info.available) == (tasks, num_classes, True)
+    assert info.classes_for("detection") == num_classes
+    if multilabel_outputs is not None:  # VinDr-CXR: 14 findings + "No finding"
+        assert info.classes_for("multilabel") == multilabel_outputs
 
 
 def test_unknown_names_list_the_known_ones():
@@ -88,8 +97,15 @@ def test_root_missing_required_files_is_reported(name, tmp_path):
         check_root(name, str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ("coco2017", "voc2012", "vindr_cxr"))
-def test_planning_only_datasets_refuse_clearly_once_their_root_exists(name, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("coco2017", r"instances_train2017.json has no list 'images'"),
+        ("voc2012", r"missing the image list .*ImageSets/Main/train.txt"),
+        ("vindr_cxr", r"train.csv lacks the column\(s\) image_id, class_name"),
+    ],
+)
+def test_detection_roots_with_empty_files_are_reported_as_malformed(name, message, tmp_path):
     for relative in dataset_info(name).required_paths:
         path = tmp_path / relative
         if "." in path.name:
@@ -97,8 +113,21 @@ def test_planning_only_datasets_refuse_clearly_once_their_root_exists(name, tmp_
             path.write_text("{}")
         else:
             path.mkdir(parents=True, exist_ok=True)
-    with pytest.raises(DatasetNotAvailableError, match=f"{name}.*loader is not in this release"):
+    check_root(name, str(tmp_path))  # the pre-flight only looks for the paths
+    with pytest.raises(DatasetRootError, match=message) as caught:
         build_dataset(name, str(tmp_path), "train")
+    assert dataset_info(name).source in str(caught.value)
+
+
+def test_planning_only_datasets_refuse_clearly_once_their_root_exists(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from sna_core.data import DATASETS
+
+    planned = replace(dataset_info("digits"), name="planned_only", default_root=str(tmp_path), needs_files=True, available=False, notes="coming later")
+    monkeypatch.setitem(DATASETS._entries, "planned_only", planned)
+    with pytest.raises(DatasetNotAvailableError, match="planned_only.*loader is not in this release.*coming later"):
+        build_dataset("planned_only", str(tmp_path), "train")
 
 
 @pytest.mark.parametrize("name", PAPER_DATASETS)
@@ -279,6 +308,33 @@ def test_cifar100_coarse_labels_and_paper_augmentation(tmp_path):
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
 
 
+def test_cifar100_follows_the_paper_preprocessing(tmp_path):
+    """Train: a random 32 crop of the image zero-padded by 4, flipped half the time, normalised;
+    val: normalisation only (§4.1)."""
+    from sna_core.data.cifar import MEAN, STD
+
+    _write_cifar(tmp_path)
+    raw = build_dataset("cifar100", str(tmp_path), "train", transform=identity)[0][0].float() / 255
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+    padded = torch.nn.functional.pad(raw, (4, 4, 4, 4))
+    candidates = {
+        (dy, dx, flip): ((padded[:, dy : dy + 32, dx : dx + 32].flip(-1) if flip else padded[:, dy : dy + 32, dx : dx + 32]) - mean) / std
+        for dy in range(9) for dx in range(9) for flip in (False, True)
+    }
+    train = build_dataset("cifar100", str(tmp_path), "train")
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(24):
+        image = train[0][0]
+        matches = [key for key, candidate in candidates.items() if torch.allclose(image, candidate, atol=1e-5)]
+        assert matches, "a training image is not a padded crop (+ flip) of the original"
+        seen.update(matches)
+    assert {flip for _, _, flip in seen} == {False, True} and len({(dy, dx) for dy, dx, _ in seen}) > 5
+    val = build_dataset("cifar100", str(tmp_path), "val", transform=None)
+    val_raw = build_dataset("cifar100", str(tmp_path), "val", transform=identity)[0][0].float() / 255
+    assert torch.allclose(val[0][0], (val_raw - mean) / std, atol=1e-6)
+
+
 def test_cifar100_rejects_malformed_batches(tmp_path):
     _write_cifar(tmp_path, data_width=100)
     with pytest.raises(DatasetRootError, match=r"malformed cifar-100-python/train: data is uint8 of shape \(6, 100\)"):
@@ -307,6 +363,16 @@ def test_imagenet_reads_an_image_folder_fixture(tmp_path):
     image, label = train[0]
     assert image.shape == (3, 32, 32) and label == 0
     assert val[0][0].shape == (3, 32, 32)
+
+
+def test_imagenet_train_crops_randomly_and_val_is_deterministic(tmp_path):
+    _write_image_folder(tmp_path, {"train": {"n01440764": 1}, "val": {"n01440764": 1}})
+    train = build_dataset("imagenet", str(tmp_path), "train", image_size=24)
+    val = build_dataset("imagenet", str(tmp_path), "val", image_size=24)
+    torch.manual_seed(0)
+    assert not torch.equal(train[0][0], train[0][0])  # random-resized crop + flip
+    assert torch.equal(val[0][0], val[0][0])  # resize 24·256/224 = 27, center crop 24
+    assert val[0][0].shape == (3, 24, 24)
 
 
 def test_imagenet_explains_an_unsorted_val_folder(tmp_path):

@@ -20,10 +20,10 @@ from sna_core.attention import get_attention
 from sna_core.metrics import binary_auroc, multilabel_auroc, topk_accuracy, topk_correct
 from sna_core.tasks import (
     ClassificationTask,
+    DetectionTask,
     EpochShuffleSampler,
     MultilabelClassificationTask,
     NonFiniteLossError,
-    TaskNotAvailableError,
     TrialConfigError,
     build_task,
     seed_everything,
@@ -116,12 +116,14 @@ def test_bad_configs_name_the_key_and_value(sections, key, message):
     assert re.search(message, str(caught.value))
 
 
-def test_detection_plans_but_is_not_built_in_this_release():
+def test_detection_needs_a_detector_and_builds_a_detection_task():
     config = {"dataset": {"name": "coco2017"}, "model": {"backbone": "resnet50"}}
+    with pytest.raises(TrialConfigError, match="model.detector: is required for task 'detection'"):
+        validate_config(config)
+    config["model"]["detector"] = "faster_rcnn"
     assert validate_config(config)["dataset"]["task"] == "detection"
-    assert validate_config(config)["train"]["metric"] == "ap"
-    with pytest.raises(TaskNotAvailableError, match="task 'detection' .*coco2017.*not in this release.*classification, multilabel"):
-        build_task(config)
+    assert validate_config(config)["train"]["metric"] == "bbox_ap"
+    assert isinstance(build_task(config), DetectionTask)  # more in tests/test_detection_task.py
 
 
 @pytest.mark.parametrize(("task", "cls"), [("classification", ClassificationTask), ("multilabel", MultilabelClassificationTask)])

@@ -4,7 +4,8 @@ Prints every cell of the grid of Fang et al., "Combating spatial redundancy with
 attention in convolutional learners", Neurocomputing 511 (2022) — key, axes, task and its state
 in MLflow (new / running / interrupted / finished / failed; read only when the store already exists) — the
 number of cells per axis value and in total, and a compute estimate at a stated throughput.
-``--json`` prints a JSON list of cells instead (the summary goes to stderr). Writes nothing.
+``--json`` prints a JSON list of cells instead (the summary goes to stderr). Writes nothing but
+the FLOPs cache (see :class:`orchestrator.estimate.FlopsCache`).
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.assume_tflops > 0:
         raise UsageError(f"--assume-tflops must be > 0, got {args.assume_tflops!r}")
     from orchestrator.config import load_experiment
-    from orchestrator.estimate import estimate
+    from orchestrator.estimate import FlopsCache, count_forward_flops, estimate
     from orchestrator.plan import expand
 
     experiment = load_experiment(args.file)
@@ -178,7 +179,9 @@ def main(args: argparse.Namespace) -> int:
     flops = None
     if not args.no_estimate:
         print("sna-orch plan: counting FLOPs once per distinct model (--no-estimate skips this)", file=sys.stderr, flush=True)
-        flops = estimate(cells, assume_tflops=args.assume_tflops)
+        cache = FlopsCache()
+        flops = estimate(cells, assume_tflops=args.assume_tflops, count=cache.counter(count_forward_flops))
+        cache.save()
     if args.json:
         write_json(sys.stdout, cells, states, flops)
         headline = [line for line in summary_lines(experiment, cells, states, flops) if line.startswith(("total:", "estimate:"))]

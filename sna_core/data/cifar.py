@@ -24,7 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sna_core.data.registry import DatasetInfo, data_home, dataset_info, register_dataset, root_error
+from sna_core.data.registry import (
+    DatasetInfo,
+    data_home,
+    dataset_info,
+    register_dataset,
+    root_error,
+)
 from sna_core.data.transforms import Transform, resolve_transform
 
 FOLDER = "cifar-100-python"
@@ -85,7 +91,8 @@ class CIFAR100(Dataset):
         self.images = torch.from_numpy(data.reshape(-1, 3, 32, 32))
         self.labels = labels
         self.num_classes = num_classes
-        self.classes = list(meta.get(names_key, [str(index) for index in range(num_classes)]))
+        names = meta.get(names_key, [str(index) for index in range(num_classes)])
+        self.classes = [name.decode() if isinstance(name, bytes) else str(name) for name in names]
         self.transform = resolve_transform(
             transform, default_preset="cifar", train=split == "train", image_size=image_size, mean=MEAN, std=STD
         )

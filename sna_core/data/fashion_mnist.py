@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from sna_core.data.registry import DatasetInfo, dataset_info, register_dataset, root_error
+from sna_core.data.registry import (
+    DatasetInfo,
+    dataset_info,
+    register_dataset,
+    root_error,
+)
 from sna_core.data.transforms import Transform, resolve_transform
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"

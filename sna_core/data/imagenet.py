@@ -21,7 +21,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from sna_core.data.registry import DatasetInfo, data_home, dataset_info, register_dataset, root_error
+from sna_core.data.registry import (
+    DatasetInfo,
+    data_home,
+    dataset_info,
+    register_dataset,
+    root_error,
+)
 from sna_core.data.transforms import Transform, resolve_transform
 
 SPLITS = ("train", "val")

@@ -13,8 +13,9 @@ learners, Neurocomputing 2022, §4.1): CIFAR-100, ImageNet, COCO2017, VOC2012 an
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -56,11 +57,21 @@ class DatasetInfo:
     needs_files: bool = True  # False for embedded or generated data (no root to check)
     # Paths relative to the root that must exist before a loader is worth starting.
     required_paths: tuple[str, ...] = ()
+    # Where ``required_paths`` may sit below the root, tried in order (e.g. VOC's root may be the
+    # folder holding VOCdevkit/, VOCdevkit/ itself or VOC2012/ itself). "" is the root.
+    root_prefixes: tuple[str, ...] = ("",)
     class_names: tuple[str, ...] = ()  # index → name; empty when not known without reading data
     mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel normalisation of [0, 1] pixels
     std: tuple[float, ...] = IMAGENET_STD
     available: bool = True  # False: registered for planning, loader not in this release
     notes: str = ""  # anything a planner should know (label conventions, paper deviations)
+    # Outputs per task where a task differs from ``num_classes`` (VinDr-CXR: 14 findings for
+    # detection, 15 multi-label outputs with "No finding").
+    task_num_classes: Mapping[str, int] = field(default_factory=dict)
+
+    def classes_for(self, task: str | None = None) -> int:
+        """The number of model outputs (detection: classes without background) for ``task``."""
+        return int(self.task_num_classes.get(task or self.tasks[0], self.num_classes))
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset", entry_point_group="sna_core.datasets")
@@ -129,12 +140,29 @@ def check_root(name: str, root: str | None = None) -> str | None:
             raise root_error(info, resolved, "no root given and the dataset has no default root")
         if not os.path.isdir(resolved):
             raise root_error(info, resolved, "the root directory does not exist")
-        missing = [path for path in info.required_paths if not os.path.exists(os.path.join(resolved, path))]
+        missing = missing_required_paths(info, resolved)
         if missing:
             raise root_error(info, resolved, f"missing {', '.join(missing)}")
     if not info.available:
         raise not_available_error(info)
     return resolved
+
+
+def missing_required_paths(info: DatasetInfo, root: str) -> list[str]:
+    """``info.required_paths`` missing under ``root``: empty when every one exists below one of
+    ``info.root_prefixes``, else those missing below the prefix that holds the most of them."""
+    best: list[str] | None = None
+    for prefix in info.root_prefixes:
+        missing = [
+            os.path.join(prefix, path) if prefix else path
+            for path in info.required_paths
+            if not os.path.exists(os.path.join(root, prefix, path))
+        ]
+        if not missing:
+            return []
+        if best is None or len(missing) < len(best):
+            best = missing
+    return best or []
 
 
 def not_available_error(info: DatasetInfo) -> DatasetNotAvailableError:

@@ -20,7 +20,7 @@ Inputs may be PIL images or uint8/float ``(C, H, W)`` tensors; outputs are float
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torchvision.transforms import v2

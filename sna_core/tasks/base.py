@@ -30,7 +30,8 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,6 +55,10 @@ class NonFiniteLossError(FloatingPointError):
             f"non-finite training loss {loss} at step {step} of the epoch (0-based batch index); "
             "the weights were not updated with it — try a lower learning rate"
         )
+
+    def __reduce__(self) -> tuple[type, tuple[float, int]]:
+        # Ray ships exceptions between processes by pickling; the default would call cls(text).
+        return type(self), (self.loss, self.step)
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
@@ -96,6 +101,15 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
+def _detached(outputs: Any) -> Any:
+    """``outputs`` cut from the graph: a tensor, or a dict of them (a detector's loss dict)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.detach()
+    if isinstance(outputs, dict):
+        return {key: _detached(value) for key, value in outputs.items()}
+    return outputs
+
+
 def distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -114,6 +128,9 @@ class Task(ABC):
     """One trial's recipe. Subclasses supply the loss, the training counts and the evaluation."""
 
     name: ClassVar[str]
+    # Loader workers kept across epochs (faster); False where the dataset changes per epoch via
+    # set_epoch, which persistent workers (copies of the dataset) would not see.
+    persistent_workers: ClassVar[bool] = True
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = validate_config(config)
@@ -149,7 +166,8 @@ class Task(ABC):
 
     # -- building ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from sna_core.backbones import build_backbone  # lazily: backbones import every attention block
+        # Lazily: the backbones import every attention block.
+        from sna_core.backbones import build_backbone
 
         model = self.config["model"]
         return build_backbone(
@@ -163,10 +181,15 @@ class Task(ABC):
             in_channels=self.in_channels,
         )
 
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`sna_core.data.build_dataset` for both splits."""
+        dataset = self.config["dataset"]
+        return {"image_size": dataset["image_size"], **dataset["kwargs"]}
+
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         """(train, eval) datasets: the ``train`` and ``val`` splits."""
         dataset = self.config["dataset"]
-        kwargs = {"image_size": dataset["image_size"], **dataset["kwargs"]}
+        kwargs = self.dataset_kwargs()
         splits = []
         for split in ("train", "val"):
             built = build_dataset(dataset["name"], dataset["root"], split, task=dataset["task"], **kwargs)
@@ -198,18 +221,25 @@ class Task(ABC):
             shuffle=False,
             drop_last=train and len(dataset) > batch_size,
             num_workers=workers,
-            persistent_workers=workers > 0,
+            persistent_workers=workers > 0 and self.persistent_workers,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_seed_worker if workers > 0 else None,
             generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=self.collate_fn(),
         )
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """How the loaders batch items (None: torch's default, stacking equal-shaped tensors)."""
+        return None
 
     @staticmethod
     def set_epoch(loader: DataLoader, epoch: int) -> None:
-        """Tell the loader's sampler which epoch starts (reshuffles; no-op for samplers without it)."""
-        set_epoch = getattr(loader.sampler, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch)
+        """Tell the loader's sampler which epoch starts (reshuffles), and its dataset where it has
+        ``set_epoch`` (the detection datasets draw their flips per epoch); no-op without either."""
+        for owner in (loader.sampler, loader.dataset):
+            set_epoch = getattr(owner, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
 
     def build_optimizer(self, model: nn.Module) -> tuple[Optimizer, LRScheduler | None]:
         train = self.config["train"]
@@ -237,6 +267,15 @@ class Task(ABC):
     def summarise_counts(self, counts: dict[str, float], num_images: float) -> dict[str, float]:
         """Training metrics from the counts summed over an epoch (and over ranks)."""
 
+    def training_forward(
+        self, model: nn.Module, inputs: Any, targets: Any, device: torch.device | str
+    ) -> tuple[Any, Any, int]:
+        """Move one training batch to ``device`` and run ``model`` on it: (outputs, targets on
+        ``device``, images in the batch). ``outputs`` is what :meth:`loss` takes."""
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        return model(inputs), targets, inputs.shape[0]
+
     def train_one_epoch(
         self, model: nn.Module, loader: DataLoader, optimizer: Optimizer, device: torch.device | str
     ) -> dict[str, float]:
@@ -256,9 +295,7 @@ class Task(ABC):
         for step, (inputs, targets) in enumerate(loader):
             if limit is not None and step >= limit:
                 break
-            inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            outputs = model(inputs)
+            outputs, targets, batch = self.training_forward(model, inputs, targets, device)
             loss = self.loss(outputs, targets)
             loss_value = float(loss.detach())
             if not np.isfinite(loss_value):
@@ -266,11 +303,10 @@ class Task(ABC):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            batch = inputs.shape[0]
             loss_sum += loss_value * batch
             num_images += batch
             steps += 1
-            for key, value in self.batch_counts(outputs.detach(), targets).items():
+            for key, value in self.batch_counts(_detached(outputs), targets).items():
                 counts[key] = counts.get(key, 0.0) + value
         elapsed = time.perf_counter() - start
         if num_images == 0:

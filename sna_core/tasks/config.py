@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sna_core._registry import closest
 from sna_core.data import dataset_info
@@ -28,12 +29,22 @@ STEMS = ("imagenet", "cifar")
 PLACEMENTS = ("none", "stem", "blocks", "stem+blocks")
 MODES = ("min", "max")
 # Metrics each task's evaluate() returns, usable as train.metric.
-TASK_METRICS = {"classification": ("top1", "top5", "loss"), "multilabel": ("auroc", "loss"), "detection": ("ap", "ap50", "ap75", "loss")}
-DEFAULT_METRIC = {"classification": "top1", "multilabel": "auroc", "detection": "ap"}
+COCO_STATS = ("ap", "ap50", "ap75", "aps", "apm", "apl")
+BOX_METRICS = tuple(f"bbox_{stat}" for stat in COCO_STATS)
+MASK_METRICS = tuple(f"segm_{stat}" for stat in COCO_STATS)  # only detectors that predict masks
+TASK_METRICS = {
+    "classification": ("top1", "top5", "loss"),
+    "multilabel": ("auroc", "loss"),
+    "detection": (*BOX_METRICS, *MASK_METRICS, "ap40", "ap40_pooled"),
+}
+DEFAULT_METRIC = {"classification": "top1", "multilabel": "auroc", "detection": "bbox_ap"}
+# Datasets whose paper table uses another metric than their task's default: Table 4, VinDr-CXR
+# detection, reports AP at IoU > 0.4.
+DATASET_DEFAULT_METRIC = {("vindr_cxr", "detection"): "ap40"}
 
 SECTIONS = ("seed", "dataset", "model", "train")
 DATASET_KEYS = ("name", "task", "root", "image_size", "num_classes", "kwargs")
-MODEL_KEYS = ("backbone", "stem", "attention", "placement", "attention_kwargs", "stages")
+MODEL_KEYS = ("backbone", "stem", "attention", "placement", "attention_kwargs", "stages", "detector", "detector_kwargs")
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "batch_size": 64,
@@ -63,8 +74,12 @@ class TrialConfigError(ValueError):
     """A trial config that cannot run. ``key`` is the dotted path of the offending entry."""
 
     def __init__(self, key: str, message: str) -> None:
-        self.key = key
+        self.key, self.detail = key, message
         super().__init__(f"trial config {key}: {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Ray ships exceptions between processes by pickling; the default would call cls(text).
+        return type(self), (self.key, self.detail)
 
 
 def _unknown_keys(section: dict[str, Any], known: tuple[str, ...] | list[str], path: str) -> None:
@@ -139,6 +154,33 @@ def _schedule(raw: Any, epochs: int) -> dict[str, Any]:
     return schedule
 
 
+def _detector(value: Any) -> str:
+    """A registered detector name (imports the detectors lazily: only detection configs need them)."""
+    from sna_core.detectors import list_detectors
+
+    known = list_detectors()
+    if value is None:
+        raise TrialConfigError("model.detector", f"is required for task 'detection' (a detector name: {', '.join(known)})")
+    return _choice(value, tuple(known), "model.detector")
+
+
+def _detector_kwargs(detector: str, raw: Any) -> dict[str, Any]:
+    from sna_core.detectors.registry import check_detector_options
+
+    options = dict(_mapping(raw, "model.detector_kwargs"))
+    try:
+        check_detector_options(detector, options)
+    except ValueError as error:
+        raise TrialConfigError("model.detector_kwargs", str(error)) from None
+    return options
+
+
+def _detector_uses_masks(name: str) -> bool:
+    from sna_core.detectors import detector_uses_masks
+
+    return detector_uses_masks(name)
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """A normalised deep copy of the trial ``config`` with every default filled in."""
     config = _mapping(config, "<root>")
@@ -169,7 +211,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         "task": task,
         "root": root,
         "image_size": _int(dataset.get("image_size", info.image_size), "dataset.image_size", minimum=1),
-        "num_classes": _int(dataset.get("num_classes", info.num_classes), "dataset.num_classes", minimum=1),
+        "num_classes": _int(dataset.get("num_classes", info.classes_for(task)), "dataset.num_classes", minimum=1),
         "kwargs": dict(_mapping(dataset.get("kwargs", {}) or {}, "dataset.kwargs")),
     }
 
@@ -193,13 +235,26 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         "attention_kwargs": dict(_mapping(model.get("attention_kwargs", {}) or {}, "model.attention_kwargs")),
         "stages": stages,
     }
+    if task == "detection":
+        model_out["detector"] = _detector(model.get("detector"))
+        model_out["detector_kwargs"] = _detector_kwargs(model_out["detector"], model.get("detector_kwargs", {}) or {})
+    else:  # absent from other tasks' configs, so their trial keys stay as they were
+        for key in ("detector", "detector_kwargs"):
+            if model.get(key) not in (None, {}):
+                raise TrialConfigError(f"model.{key}", f"only applies to task 'detection', not {task!r}; got {model[key]!r}")
 
     train = _mapping(config.get("train", {}), "train")
     _unknown_keys(train, list(TRAIN_DEFAULTS), "train")
     merged = {**TRAIN_DEFAULTS, **train}
     epochs = _int(merged["epochs"], "train.epochs", minimum=1)
-    metric = merged["metric"] if merged["metric"] is not None else DEFAULT_METRIC[task]
+    metric = merged["metric"]
+    if metric is None:
+        metric = DATASET_DEFAULT_METRIC.get((info.name, task), DEFAULT_METRIC[task])
     metric = _choice(metric, TASK_METRICS[task], "train.metric")
+    if metric in MASK_METRICS and not _detector_uses_masks(model_out["detector"]):
+        raise TrialConfigError(
+            "train.metric", f"{metric!r} needs a detector that predicts masks (mask_rcnn); model.detector is {model_out['detector']!r}"
+        )
     mode = merged["mode"] if merged["mode"] is not None else ("min" if metric == "loss" else "max")
     train_out = {
         "epochs": epochs,
