@@ -166,13 +166,14 @@ def run_sweep_side(args: argparse.Namespace, steps_per_epoch: int, workdir: str)
                        storage_path=workdir, fields=cell.fields()) for cell in cells]
     callback = _timing_callback()
     init_start = time.perf_counter()
-    with runner.ray_session(num_cpus=args.concurrency, tuned=not args.ray_defaults):
+    with runner.ray_session(num_cpus=args.concurrency, tuned=not args.ray_defaults) as session:
         init_s = time.perf_counter() - init_start
         sweep_start = time.perf_counter()
         runner.tune_trials(runner.make_cell_queue(specs), len(specs), storage_path=workdir, name="overhead",
                            concurrency=args.concurrency, callbacks=[callback],
                            trainable=make_trainable(benchmark_loop, lean=not args.ray_defaults),
-                           reuse_actors=not args.ray_defaults, start_ahead=args.start_ahead)
+                           reuse_actors=not args.ray_defaults, start_ahead=args.start_ahead,
+                           trial_resources=session.trial_resources)
         sweep_s = time.perf_counter() - sweep_start
     times = list(callback.times.values())
     return {

@@ -56,9 +56,13 @@ if TYPE_CHECKING:
 # Where a sweep keeps its state under the experiment's storage path.
 TUNE_DIR = "tune"
 OPTUNA_DB = "optuna.db"
-# CPU the Tune trial actor (which only waits on its Train run) asks for: Tune refuses 0, and this
-# lets it sit beside its Train workers.
+# What a Tune trial actor (which only waits on its Train run) asks for. On a joined cluster:
+# 0.01 CPU (Tune refuses an empty request). On a local Ray: no CPU and one slot of a custom
+# resource, so every logical CPU is a Train worker's and a trial started ahead (start_ahead)
+# waits for a CPU instead of squeezing a third worker onto two cores.
 TRIAL_DRIVER_CPU = 0.01
+TRIAL_SLOT_RESOURCE = "sna_trial_slot"
+LOCAL_TRIAL_SLOTS = 10_000
 # MLflow tags of search trials.
 TAG_SEARCH_CELL = "sna.search_cell"
 TAG_OPTUNA_TRIAL = "sna.optuna_trial"
@@ -191,7 +195,7 @@ def concurrency_for(experiment: ExperimentConfig, session: RaySession, max_concu
     or ``resources.max_concurrent`` (the file)."""
     wanted = experiment.resources
     worker_cpus = wanted.num_workers * wanted.cpus_per_worker
-    fit = math.floor(session.resources.get("CPU", 0.0) / (worker_cpus + TRIAL_DRIVER_CPU) + 1e-9)
+    fit = math.floor(session.resources.get("CPU", 0.0) / (worker_cpus + session.trial_resources["CPU"]) + 1e-9)
     if session.worker_cpus is not None:
         fit = min(fit, math.floor(session.worker_cpus / worker_cpus + 1e-9))
     if wanted.gpus_per_worker:
@@ -224,15 +228,17 @@ def check_fits(experiment: ExperimentConfig, session: RaySession) -> None:
 @dataclass(frozen=True)
 class RaySession:
     """The Ray cluster a sweep runs on: its resources, and on a local Ray the CPUs that Train
-    workers may use (the one extra logical CPU only seats the trial actors' 0.01-CPU slices)."""
+    workers may use (all of them: trial actors take a :data:`TRIAL_SLOT_RESOURCE` slot)."""
 
     resources: dict[str, float]
     worker_cpus: float | None = None  # None: a cluster joined with --address; all of its CPUs
 
-
-# Logical CPUs a local Ray gets beyond --num-cpus: the trial actors ask 0.01 CPU each (Tune
-# refuses 0), and Ray counts only whole CPUs; without this, N one-CPU trials need N + 0.01N CPUs.
-TRIAL_DRIVER_HEADROOM_CPUS = 1
+    @property
+    def trial_resources(self) -> dict[str, float]:
+        """The Tune trial actor's request (see :data:`TRIAL_SLOT_RESOURCE`)."""
+        if self.resources.get(TRIAL_SLOT_RESOURCE):
+            return {"CPU": 0.0, TRIAL_SLOT_RESOURCE: 1.0}
+        return {"CPU": TRIAL_DRIVER_CPU}
 
 
 @contextlib.contextmanager
@@ -241,8 +247,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, verb
     """``ray.init`` with :func:`fast_start_env` (``tuned=False``: Ray's defaults, for the
     benchmark); always ``ray.shutdown()`` (and the driver's environment restored) on the way out.
 
-    Local by default (``num_cpus`` = this machine's cores, for Train workers; see
-    :data:`TRIAL_DRIVER_HEADROOM_CPUS`); ``address`` or ``RAY_ADDRESS`` joins a running
+    Local by default (``num_cpus`` = this machine's cores, all for Train workers; trial actors
+    take :data:`TRIAL_SLOT_RESOURCE` slots); ``address`` or ``RAY_ADDRESS`` joins a running
     cluster, where the environment travels as the job's runtime env.
     """
     import ray
@@ -267,7 +273,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, verb
             ray.init(address=address, **kwargs)
         else:
             worker_cpus = num_cpus or os.cpu_count() or 1
-            ray.init(num_cpus=worker_cpus + TRIAL_DRIVER_HEADROOM_CPUS, include_dashboard=False, **kwargs)
+            ray.init(num_cpus=worker_cpus, resources={TRIAL_SLOT_RESOURCE: LOCAL_TRIAL_SLOTS},
+                     include_dashboard=False, **kwargs)
         _quiet_ray_loggers(verbose)
         yield RaySession({name: float(value) for name, value in ray.cluster_resources().items()}, worker_cpus)
     finally:
@@ -290,7 +297,7 @@ def _quiet_ray_loggers(verbose: bool) -> None:
 
 def tune_trials(searcher: Any, n_trials: int, *, storage_path: str, name: str, concurrency: int,
                 max_failures: int = 0, callbacks: Sequence[Any] = (), trainable: Callable[[dict], None] | None = None,
-                reuse_actors: bool = True, start_ahead: int = 0) -> Any:
+                reuse_actors: bool = True, start_ahead: int = 0, trial_resources: dict[str, float] | None = None) -> Any:
     """Run ``n_trials`` Tune trials that ``searcher`` hands out (each config a
     :class:`TrialSpec`); trial names and folders are the trial keys. Returns Tune's ResultGrid.
 
@@ -300,7 +307,7 @@ def tune_trials(searcher: Any, n_trials: int, *, storage_path: str, name: str, c
 
     trainable = trainable or make_trainable()
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU}),
+        tune.with_resources(trainable, tune.PlacementGroupFactory([trial_resources or {"CPU": TRIAL_DRIVER_CPU}])),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             num_samples=n_trials,
@@ -706,7 +713,7 @@ def _run_locked(experiment: ExperimentConfig, cells: Sequence[Cell], address: st
                 tune_trials(searcher, plan.n_trials, storage_path=experiment.storage_path,
                             name=_safe_name(experiment.name), concurrency=concurrency,
                             max_failures=experiment.resources.max_failures, callbacks=[progress],
-                            start_ahead=start_ahead)
+                            start_ahead=start_ahead, trial_resources=session.trial_resources)
             except KeyboardInterrupt:
                 summary.forced_stop = True
         summary.trials = _outcomes(progress, plan)

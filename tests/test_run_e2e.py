@@ -170,9 +170,9 @@ def test_search_runs_an_optuna_study_per_cell_and_marks_the_best(tmp_path: Path,
 @pytest.mark.parametrize(
     ("resources", "worker_cpus", "num_workers", "cpus_per_worker", "max_concurrent", "expected"),
     [
-        ({"CPU": 3.0}, 2, 1, 1.0, None, 2),  # a local 2-CPU Ray (+1 logical CPU for trial actors)
-        ({"CPU": 3.0}, 2, 1, 1.0, 1, 1),  # capped by --max-concurrent / resources.max_concurrent
-        ({"CPU": 6.0}, 5, 2, 1.0, None, 2),  # 2-worker trials on 5 CPUs
+        ({"CPU": 2.0, "sna_trial_slot": 1e4}, 2, 1, 1.0, None, 2),  # a local 2-CPU Ray (trial actors: slots)
+        ({"CPU": 2.0, "sna_trial_slot": 1e4}, 2, 1, 1.0, 1, 1),  # capped by --max-concurrent / resources.max_concurrent
+        ({"CPU": 5.0, "sna_trial_slot": 1e4}, 5, 2, 1.0, None, 2),  # 2-worker trials on 5 CPUs
         ({"CPU": 8.0}, None, 1, 1.0, None, 7),  # a joined 8-CPU cluster: 7 × (1 + 0.01) fit
         ({"CPU": 16.0, "GPU": 2.0}, None, 1, 1.0, None, 2),  # GPUs bound it
     ],
