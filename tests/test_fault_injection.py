@@ -286,12 +286,11 @@ def test_a_lost_worker_node_is_replaced_and_the_trial_continues_from_its_checkpo
     assert len(resumes) == 1 and int(resumes[0].value) >= lost_at + 1, (lost_at, [m.value for m in resumes])
 
 
-@pytest.mark.parametrize("policy, expect_reruns", [("skip", 0), ("--restart-failed", 1)])
-def test_failed_cells_are_skipped_unless_asked(tmp_path: Path, clean_env: str, policy: str, expect_reruns: int,
+def test_failed_cells_are_skipped_unless_asked(tmp_path: Path, clean_env: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """A NaN cell beside a healthy one: FAILED with its reason, the sweep finishes the other, exit
-    1; the next run skips it (exit 1 again, nothing new) or, with --restart-failed, runs it anew
-    (it fails again) while keeping the old run aside."""
+    1; the next run skips it (exit 1 again, nothing new, no Ray); with --restart-failed it runs
+    anew (and fails again) while its old run is kept aside, untagged as the key's run."""
     path = write_experiment(
         tmp_path, "nan",
         matrix={"dataset": ["redundant_shapes"], "backbone": ["resnet18"], "attention": ["none"], "seed": [0]},
@@ -302,23 +301,24 @@ def test_failed_cells_are_skipped_unless_asked(tmp_path: Path, clean_env: str, p
     )
     experiment = load_experiment(path)
     assert cli_main(["run", str(path), "--num-cpus", "2"]) == 1
-    out = capsys.readouterr().out
-    assert "1 finished, 1 failed" in out
+    assert "1 finished, 1 failed" in capsys.readouterr().out
     runs = trial_runs(experiment.tracking_uri, experiment.name)
-    failed = {key for key, run in runs.items() if run.info.status == "FAILED"}
+    failed = sorted(key for key, run in runs.items() if run.info.status == "FAILED")
     assert len(failed) == 1 and len(runs) == 2
+    assert "NonFinite" in runs[failed[0]].data.tags["sna.failure_reason"]
     assert cli_main(["status", str(path)]) == 0
     assert "failed 1" in capsys.readouterr().out
 
-    args = ["run", str(path), "--num-cpus", "2"] + ([] if policy == "skip" else [policy])
-    assert cli_main(args) == 1
+    assert cli_main(["run", str(path), "--num-cpus", "2"]) == 1
     out = capsys.readouterr().out
+    assert "FAILED in an earlier run and are skipped" in out and "nothing to run" in out
+    assert len(all_trial_runs(experiment.tracking_uri, experiment.name)) == 2
+
+    assert cli_main(["run", str(path), "--num-cpus", "2", "--restart-failed"]) == 1
+    assert "0 finished, 1 failed" in capsys.readouterr().out
     every_run = all_trial_runs(experiment.tracking_uri, experiment.name)
-    assert len(every_run) == 2 + expect_reruns
-    if policy == "skip":
-        assert "FAILED in an earlier run and are skipped" in out and "nothing to run" in out
-    else:
-        assert "0 finished, 1 failed" in out
-        retired = [run for run in every_run if run.data.tags.get("sna.retired_trial_key")]
-        assert [run.data.tags["sna.retired_trial_key"] for run in retired] == sorted(failed)
-        assert len(trial_runs(experiment.tracking_uri, experiment.name)) == 2  # one run per key
+    assert len(every_run) == 3
+    retired = [run for run in every_run if run.data.tags.get("sna.retired_trial_key")]
+    assert [run.data.tags["sna.retired_trial_key"] for run in retired] == failed
+    assert "sna.trial_key" not in retired[0].data.tags
+    assert len(trial_runs(experiment.tracking_uri, experiment.name)) == 2  # still one run per key
