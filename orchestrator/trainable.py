@@ -36,8 +36,6 @@ from typing import Any
 SPEC_KEY = "trial"
 # The file inside a Train checkpoint directory.
 CHECKPOINT_FILE = "trial_state.pt"
-# Beside it, the epoch as JSON: `status` reads it without loading the weights.
-CHECKPOINT_EPOCH_FILE = "sna_epoch.json"
 # Train runs live in <storage>/<TRAIN_RUNS_DIR>/<trial key>: one stable folder per trial.
 TRAIN_RUNS_DIR = "trials"
 # Checkpoints kept per trial: the newest is enough to resume; one more covers a crash mid-upload.
@@ -99,20 +97,18 @@ def train_runs_path(storage_path: str) -> str:
 
 
 def checkpointed_epoch(storage_path: str, key: str) -> int | None:
-    """The epoch of trial ``key``'s newest checkpoint in the sweep's storage (None: none yet).
-    Train names checkpoint folders ``checkpoint_<timestamp>``, so the newest sorts last."""
-    folder = os.path.join(train_runs_path(storage_path), key)
+    """The epoch of the checkpoint trial ``key`` resumes from (None: none yet): the newest one
+    Ray Train committed to its checkpoint manager's snapshot. A checkpoint folder written just
+    before a kill, but not yet committed there, is not the one Train resumes from."""
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+
+    path = os.path.join(train_runs_path(storage_path), key, CHECKPOINT_MANAGER_SNAPSHOT_FILENAME)
     try:
-        names = sorted(name for name in os.listdir(folder) if name.startswith("checkpoint_"))
-    except OSError:
+        with open(path, encoding="utf-8") as handle:
+            latest = json.load(handle).get("latest_checkpoint_result") or {}
+        return int(latest["metrics"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    for name in reversed(names):
-        try:
-            with open(os.path.join(folder, name, CHECKPOINT_EPOCH_FILE), encoding="utf-8") as handle:
-                return int(json.load(handle)["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a checkpoint being written, or one from before this file existed
-    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -340,8 +336,6 @@ def _fit(spec: TrialSpec, rank: int, world_size: int, logger: Any, *, startup_s:
                     },
                     os.path.join(directory, CHECKPOINT_FILE),
                 )
-                with open(os.path.join(directory, CHECKPOINT_EPOCH_FILE), "w", encoding="utf-8") as handle:
-                    json.dump({"epoch": epoch, "epochs": epochs, "run_id": spec.run_id}, handle)
                 ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory))
         if epoch < epochs - 1 and _stop_agreed(spec, rank, device):
             if logger is not None:

@@ -1,11 +1,18 @@
-"""Helpers of the sweep tests (test_run_e2e, test_fault_injection): experiment files of tiny
-trials, and finding every process a test's Ray started (by a marker in their environment)."""
+"""Helpers of the sweep tests (test_run_e2e, test_fault_injection, test_tracking,
+test_concurrent_logging): experiment files of tiny trials, finding every process a test's Ray
+started (by a marker in their environment), and a real ``mlflow server`` to log to over HTTP."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,3 +91,58 @@ class StandInCell:
     seed: int = 0
     task: str = "classification"
     config: dict[str, Any] = field(default_factory=dict)
+
+
+# ~15 s on an idle 2-core machine; minutes when a sweep shares the cores.
+SERVER_START_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(folder: Path, *, timeout_s: float = SERVER_START_TIMEOUT_S) -> Iterator[str]:
+    """A real ``mlflow server`` (one worker) on 127.0.0.1 over ``folder/server.db``; yields its
+    URL and ends its whole process group after. The store's schema is created first, here, so the
+    server does not migrate it while it starts (slow, and racy with several workers)."""
+    from mlflow.tracking import MlflowClient
+
+    store = folder / "server.db"
+    if not store.exists():
+        MlflowClient(f"sqlite:///{store}").search_experiments()
+    port = free_port()
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
+             "--artifacts-destination", str(folder / "server-artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not answer /health within {timeout_s} s:\n"
+                                       f"{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            try:  # the server runs its workers in its own session: end that group (ours alone)
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=20)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)

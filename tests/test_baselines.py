@@ -11,7 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sna_core.attention import build_attention, get_attention, replaces_conv
-from sna_core.attention.attention_augmented import AttentionAugmentedConv2d, attention_augmented
+from sna_core.attention.attention_augmented import (
+    AttentionAugmentedConv2d,
+    attention_augmented,
+)
 from sna_core.attention.cbam import CBAM
 from sna_core.attention.eca import EfficientChannelAttention, eca_kernel_size
 from sna_core.attention.non_local import NonLocalBlock

@@ -9,16 +9,11 @@ started here (sqlite behind it; PostgreSQL in production — see the README).
 from __future__ import annotations
 
 import multiprocessing
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from sweep_helpers import StandInCell
+from sweep_helpers import StandInCell, mlflow_server
 
 from orchestrator.tracking import SweepTracker, TrialLogger
 
@@ -75,39 +70,6 @@ def test_eight_writers_on_sqlite_lose_nothing(tmp_path: Path) -> None:
     assert_nothing_lost(uri, log_concurrently(uri))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_eight_writers_over_http_to_an_mlflow_server(tmp_path: Path) -> None:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up: {server.stderr.read() if server.poll() is not None else ''}")
-            time.sleep(0.5)
+    with mlflow_server(tmp_path) as uri:
         assert_nothing_lost(uri, log_concurrently(uri))
-    finally:
-        import os
-        import signal
-
-        try:
-            os.killpg(server.pid, signal.SIGTERM)  # the server and its gunicorn/uvicorn workers
-            server.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(server.pid, signal.SIGKILL)

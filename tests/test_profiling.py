@@ -19,7 +19,6 @@ from sna_core.profiling import (
     torchstat_flops,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 

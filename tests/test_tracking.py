@@ -8,12 +8,6 @@ import multiprocessing
 import os
 import pickle
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +16,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sweep_helpers import StandInCell
+from sweep_helpers import mlflow_server as running_mlflow_server
 
 from orchestrator.tracking import (
     AXES,
@@ -385,53 +380,12 @@ def test_eight_concurrent_writer_processes_lose_nothing(sqlite_uri: str) -> None
 # A real tracking server over HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-SERVER_START_TIMEOUT_S = 90  # ~15 s on an idle 2-core machine; far more when others share it
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    shutil.copyfile(empty_store, tmp_path / "server.db")  # skips the server's schema migration
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer /health within {SERVER_START_TIMEOUT_S} s:\n"
-                                   f"{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    shutil.copyfile(empty_store, tmp_path / "server.db")  # skips the schema migration
+    with running_mlflow_server(tmp_path) as url:
         yield url
-    finally:
-        # The server runs its workers in its own session: end that group (ours alone).
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.slow
