@@ -1,4 +1,4 @@
-"""``sna-orch analyze-redundancy IMAGE... [--demo] [--out DIR] [--json] [--ranks 1,30] [--backbone ...]``.
+"""``sna-orch analyze-redundancy [IMAGE...] [--demo] [--group NAME=PATH,...] [--out DIR] [--json] ...``.
 
 The spatial-redundancy analysis of Fig. 1 of Fang et al., "Combating spatial redundancy with
 spectral norm attention in convolutional learners", Neurocomputing 511 (2022), on any images,
@@ -12,6 +12,16 @@ the table shows — and per channel (in the JSON; the figure's colour reconstruc
 per channel). ``--demo`` adds four scikit-image photos (natural) and the pydicom-data chest
 radiograph (medical).
 
+Fig. 1(e), per group of images: the maximal explained-variance ratio EVR₁ = σ₁²/Σσ² of each
+image (luminance, resized to ``--evr-size`` squared, default 224; 0 keeps native sizes) and its
+mean ± standard deviation over the first N images, N = 1 … group size
+(:mod:`sna_core.analysis.max_evr_curve`). Groups: ``--group NAME=PATH[,PATH...]`` (repeatable;
+a NAME given again adds to its group; a directory adds its files in name order), and with
+``--demo`` the sets "natural" (15 scikit-image photos) and "medical" (11 pydicom / pydicom-data
+CT, MR, CR and NM images; :mod:`sna_core.analysis.images` lists what was kept and why). Group
+images are read one at a time and get no (a)–(d) rows; IMAGE arguments are optional when a
+group is given.
+
 In-network view (on by default; ``--no-network`` skips it): each image, resized (shorter side)
 and centre-cropped to ``--image-size`` with ImageNet normalisation, goes through ``--backbone``
 (default resnet18, *untrained*: torchvision's init from ``--seed``, unless ``--checkpoint``);
@@ -20,11 +30,13 @@ spectrum (mean over channels) and the spectrum of its channel average (the matri
 decomposes) are measured, and one line of advice says where SNA should help (rule:
 :mod:`sna_core.analysis.feature_maps`).
 
-Output: a table on stdout (with ``--json``: the full report as JSON on stdout, the table on
-stderr); with ``--out DIR``: ``<image>_redundancy.png/.svg`` per image, ``fig1_redundancy`` (all
-images as rows), ``network_redundancy`` and ``redundancy.json``, each written atomically.
-Exit 2 on a missing or unreadable image, bad ``--ranks`` or another usage error; nothing is
-written then.
+Output: a table on stdout and one line per group, "mean ± sd over N images" (with ``--json``:
+the full report as JSON on stdout, the rest on stderr); with ``--out DIR``:
+``<image>_redundancy.png/.svg`` per image, ``fig1_redundancy`` (all images as rows, column (e)
+beside them when there are groups), ``fig1e_max_evr`` (column (e) alone), ``network_redundancy``
+and ``redundancy.json`` (``max_evr``: per group the images, EVR₁ each, and mean/std per N), each
+written atomically. Exit 2 on a missing or unreadable image, a bad ``--group`` or ``--ranks`` or
+another usage error; nothing is written then.
 """
 
 from __future__ import annotations
@@ -41,22 +53,39 @@ from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:  # imported when the verb runs (torch): `sna-orch --help` stays fast
     from sna_core.analysis.feature_maps import Network, SiteRedundancy
-    from sna_core.analysis.images import LoadedImage
+    from sna_core.analysis.images import ImageSource, LoadedImage
+    from sna_core.analysis.max_evr_curve import MaxEvrCurve
     from sna_core.analysis.redundancy import ImageRedundancy
 
 PLACEMENTS = ("stem", "blocks", "stem+blocks")
 STEMS = ("imagenet", "cifar")
 MIN_IMAGE_SIZE = 32
+DEFAULT_EVR_SIZE = 224  # = sna_core.analysis.max_evr_curve.DEFAULT_EVR_SIZE (not imported: keeps --help fast)
+MIN_EVR_SIZE = 8
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+RESERVED_STEMS = ("fig1", "fig1e", "network")  # the combined figures' names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files: PNG, JPEG, … or DICOM")
     parser.add_argument("--demo", action="store_true",
-                        help="add scikit-image photos (natural) and the pydicom-data chest radiograph (medical)")
+                        help="add scikit-image photos (natural) and the pydicom-data chest radiograph (medical) "
+                             "as rows, and the groups 'natural' (15 photos) and 'medical' (11 CT/MR/CR/NM "
+                             "DICOM images) for column (e)")
     parser.add_argument("--out", metavar="DIR", help="write figures (PNG + SVG) and redundancy.json here")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON (table to stderr)")
     parser.add_argument("--ranks", default="1,30", metavar="K[,K...]",
                         help="ranks of the reconstructions (default 1,30 as in Fig. 1)")
+    groups = parser.add_argument_group(
+        "Fig. 1(e): mean maximal EVR over the first N images of each group",
+        "EVR₁ = σ₁²/Σσ² per image, on its luminance resized to S×S; mean ± sd over images 1..N in the order given")
+    groups.add_argument("--group", action="append", default=[], metavar="NAME=PATH[,PATH...]",
+                        help="a named image set, e.g. --group natural=a.png,b.jpg --group medical=scans/ "
+                             "(repeatable; the same NAME again adds to that group; a directory adds its "
+                             "files sorted by name)")
+    groups.add_argument("--evr-size", type=int, default=DEFAULT_EVR_SIZE, metavar="S",
+                        help=f"resize every group image to S×S before the SVD, so that sets of mixed sizes "
+                             f"compare like with like (default {DEFAULT_EVR_SIZE}; 0: native sizes)")
     network = parser.add_argument_group("in-network view")
     network.add_argument("--no-network", action="store_true", help="skip the feature-map statistics")
     network.add_argument("--backbone", default="resnet18", help="backbone name (default resnet18)")
@@ -84,8 +113,8 @@ def _safe_name(name: str, taken: set[str]) -> str:
 def _load_inputs(args: argparse.Namespace) -> list[tuple[LoadedImage, str | None]]:
     from sna_core.analysis.images import demo_images, load_image
 
-    if not args.images and not args.demo:
-        raise UsageError("give at least one IMAGE, or --demo")
+    if not args.images and not args.demo and not args.group:
+        raise UsageError("give at least one IMAGE, --group NAME=PATH,... or --demo")
     loaded: list[tuple[LoadedImage, str | None]] = []
     for path in args.images:
         try:
@@ -97,10 +126,89 @@ def _load_inputs(args: argparse.Namespace) -> list[tuple[LoadedImage, str | None
             loaded.extend(demo_images())
         except (FileNotFoundError, ValueError, ImportError) as error:
             raise UsageError(f"--demo: {error}") from error
-    taken = {"fig1", "network"}  # the combined figures' names
+    taken = set(RESERVED_STEMS)
     for image, _ in loaded:
         image.name = _safe_name(image.name, taken)
     return loaded
+
+
+def _group_paths(spec: str) -> tuple[str, list[str]]:
+    """``NAME=PATH[,PATH...]`` → (NAME, paths); a directory stands for its files, sorted by name."""
+    name, sep, listed = spec.partition("=")
+    name = name.strip()
+    if not sep or not GROUP_NAME.fullmatch(name):
+        raise UsageError(f"--group {spec!r}: expected NAME=PATH[,PATH...] with NAME of letters, digits, '_', '.', "
+                         "'+' or '-'")
+    paths: list[str] = []
+    for path in (part.strip() for part in listed.split(",")):
+        if not path:
+            continue
+        if os.path.isdir(path):
+            files = sorted(entry.path for entry in os.scandir(path) if entry.is_file() and not entry.name.startswith("."))
+            if not files:
+                raise UsageError(f"--group {name}: directory {path} has no files")
+            paths.extend(files)
+        elif os.path.isfile(path):
+            paths.append(path)
+        else:
+            raise UsageError(f"--group {name}: {path}: no such image file or directory")
+    if not paths:
+        raise UsageError(f"--group {spec!r}: no PATH given")
+    return name, paths
+
+
+def _group_sources(args: argparse.Namespace) -> dict[str, list[ImageSource]]:
+    """Column (e)'s groups: the demo's first (with --demo), then --group's, in the order given."""
+    from sna_core.analysis.images import ImageSource, demo_groups
+
+    groups: dict[str, list[ImageSource]] = {}
+    if args.demo:
+        try:
+            groups.update(demo_groups())
+        except ImportError as error:
+            raise UsageError(f"--demo: {error}") from error
+    demo_names = set(groups)
+    for spec in args.group:
+        name, paths = _group_paths(spec)
+        if name in demo_names:
+            raise UsageError(f"--group {name}: the name is taken by --demo's group; choose another")
+        groups.setdefault(name, []).extend(ImageSource.from_path(path) for path in paths)
+    return groups
+
+
+def _measure_groups(groups: dict[str, list[ImageSource]], size: int | None) -> list[MaxEvrCurve]:
+    """Each group's curve, reading one image at a time; an unreadable image is a usage error."""
+    from sna_core.analysis.max_evr_curve import max_evr_curve
+
+    def read(group: str, source: ImageSource) -> tuple[str, Any]:
+        try:
+            return source.name, source.load().pixels
+        except (FileNotFoundError, ValueError, ImportError) as error:
+            raise UsageError(f"group {group!r}: {error}") from error
+
+    curves = []
+    for group, sources in groups.items():
+        try:
+            curves.append(max_evr_curve(group, (read(group, source) for source in sources), size=size))
+        except ValueError as error:  # an image that cannot be measured (the message names it)
+            raise UsageError(str(error)) from error
+    return curves
+
+
+def max_evr_lines(curves: list[MaxEvrCurve]) -> list[str]:
+    """One line per group, and the paper's claim (medical > natural) when both groups are there."""
+    lines = []
+    for curve in curves:
+        on = f"{curve.size}×{curve.size}" if curve.size else "native size"
+        lines.append(f"Fig. 1(e) {curve.group}: mean max EVR {curve.final_mean:.3f} ± {curve.final_std:.3f} "
+                     f"(sd) over {curve.count} images (luminance, {on})")
+    by_group = {curve.group: curve for curve in curves}
+    if {"natural", "medical"} <= set(by_group):
+        medical, natural = by_group["medical"].final_mean, by_group["natural"].final_mean
+        verdict = "holds" if medical > natural else "does NOT hold"
+        lines.append(f"paper's claim (medical mean max EVR > natural): {verdict} here, "
+                     f"medical {medical:.3f} vs natural {natural:.3f}")
+    return lines
 
 
 def _check_network_args(args: argparse.Namespace) -> None:
@@ -204,6 +312,8 @@ def main(args: argparse.Namespace) -> int:
         ranks = parse_ranks(args.ranks)
     except ValueError as error:
         raise UsageError(f"--ranks: {error}") from error
+    if args.evr_size != 0 and args.evr_size < MIN_EVR_SIZE:
+        raise UsageError(f"--evr-size: must be 0 (native sizes) or >= {MIN_EVR_SIZE}, got {args.evr_size}")
     if not args.no_network:
         _check_network_args(args)
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -211,13 +321,16 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         try:  # figures need matplotlib: fail before the (slow) analysis, not after
             from orchestrator.figures.redundancy import (
+                max_evr_figure,
                 network_figure,
                 redundancy_figure,
                 render,
             )
         except ImportError as error:
             raise UsageError(str(error)) from error
+    group_sources = _group_sources(args)  # paths checked here, before the slow work
     inputs = _load_inputs(args)
+    curves = _measure_groups(group_sources, args.evr_size or None)
 
     results = [analyze_image(image.pixels, ranks, name=image.name, keep_reconstructions=bool(args.out))
                for image, _ in inputs]
@@ -231,10 +344,20 @@ def main(args: argparse.Namespace) -> int:
             for result, (image, kind) in zip(results, inputs)
         ],
     }
+    if curves:
+        report["max_evr"] = {
+            "figure": "Fig. 1(e): mean ± sd (population) of EVR₁ = σ₁²/Σσ² over the first N images of each group",
+            "preprocessing": ("BT.601 luminance, resized (bilinear, antialiased, whole image) to "
+                              f"{args.evr_size}×{args.evr_size}" if args.evr_size else "BT.601 luminance, native size"),
+            "groups": {
+                curve.group: {**curve.to_dict(), "sources": [source.source for source in group_sources[curve.group]]}
+                for curve in curves
+            },
+        }
 
     network = None
     views: list[tuple[str, list[int], list[SiteRedundancy], str]] = []  # (group, images, sites, advice)
-    if not args.no_network:
+    if not args.no_network and inputs:
         import torch
 
         from sna_core.analysis.feature_maps import (
@@ -266,9 +389,12 @@ def main(args: argparse.Namespace) -> int:
         originals = [image.pixels for image, _ in inputs]
         for result, original in zip(results, originals):
             figures.append((f"{result.name}_redundancy", lambda r=result, o=original: redundancy_figure([r], [o])))
-        if len(results) > 1:
+        if len(results) > 1 or (results and curves):
             labels = [f"{r.name} ({k})" if k else r.name for r, k in zip(results, kinds)]
-            figures.append(("fig1_redundancy", lambda: redundancy_figure(results, originals, labels=labels)))
+            figures.append(("fig1_redundancy",
+                            lambda: redundancy_figure(results, originals, labels=labels, curves=curves)))
+        if curves:
+            figures.append(("fig1e_max_evr", lambda: max_evr_figure(curves)))
         for group, indices, sites, _ in views:
             stem = "network_redundancy" if len(views) == 1 else f"network_redundancy_{group}"
             title = (f"{network.backbone} ({network.weights}), {args.image_size}², "
@@ -285,10 +411,13 @@ def main(args: argparse.Namespace) -> int:
         _write_atomic(json_path, json.dumps(report, indent=1).encode("utf-8"))
 
     table_stream = sys.stderr if args.json else out
-    print(image_table(results, kinds), file=table_stream)
-    summary = _kind_summary(results, kinds)
-    if summary:
-        print(summary, file=table_stream)
+    if results:
+        print(image_table(results, kinds), file=table_stream)
+        summary = _kind_summary(results, kinds)
+        if summary:
+            print(summary, file=table_stream)
+    for line in max_evr_lines(curves):
+        print(line, file=table_stream)
     for group, indices, sites, advice in views:
         print(f"\nin-network view ({group} images, mean over {len(indices)}): {network.backbone} "
               f"({network.weights}), attention {network.attention}, placement {network.placement}, "

@@ -3,11 +3,14 @@
 Paper: J. Fang et al., "Combating spatial redundancy with spectral norm attention in convolutional
 learners", Neurocomputing 511 (2022), Fig. 1: (a) the image, (b) its rank-1 approximation,
 (c) its rank-30 approximation, (d) the cumulative explained-variance ratio of the top 50 singular
-values. Column (e) of the paper (mean maximal EVR over growing image sets) is not drawn.
+values, (e) the mean maximal EVR over the first N images of a set, against N.
 
 One row per image: the original, one panel per requested rank (colour images rebuilt from each
 channel's approximation), and the spectrum of the luminance — cumulative energy and the singular
-values normalised by σ₁ over the top 50, with the ranks for 90 % and 99 % marked. A second figure
+values normalised by σ₁ over the top 50, with the ranks for 90 % and 99 % marked. Given image
+groups' curves (:mod:`sna_core.analysis.max_evr_curve`), column (e) is one panel spanning the
+rows: per group the running mean of EVR₁ with ± one standard deviation shaded;
+:func:`max_evr_figure` draws that panel alone. A second figure
 shows the in-network view: the per-channel mean cumulative energy at each SNA site against the
 rank normalised by min(H, W).
 
@@ -24,14 +27,18 @@ from typing import Any
 import numpy as np
 
 from sna_core.analysis.feature_maps import REDUNDANT_RANK_FRACTION, SiteRedundancy
+from sna_core.analysis.max_evr_curve import MaxEvrCurve
 from sna_core.analysis.redundancy import ImageRedundancy
 
-__all__ = ["FORMATS", "SPECTRUM_TOP", "network_figure", "redundancy_figure", "render"]
+__all__ = ["FORMATS", "SPECTRUM_TOP", "max_evr_figure", "network_figure", "redundancy_figure", "render"]
 
 FORMATS = ("png", "svg")
 SPECTRUM_TOP = 50  # Fig. 1(d) plots the top 50 singular values
 DISPLAY_MAX_SIDE = 512  # images are subsampled for display only (keeps the SVG small)
 PANEL_INCHES = 2.6
+# Column (e): groups named as in the paper get its two colours; others the palette in order.
+GROUP_COLOURS = {"natural": "tab:blue", "medical": "tab:red"}
+GROUP_PALETTE = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
 
 
 def _figure_class():
@@ -101,15 +108,21 @@ def redundancy_figure(
     originals: Sequence[np.ndarray],
     *,
     labels: Sequence[str] | None = None,
+    curves: Sequence[MaxEvrCurve] = (),
 ) -> Any:
-    """A matplotlib Figure with one Fig. 1 row per result (reconstructions kept)."""
+    """A matplotlib Figure with one Fig. 1 row per result (reconstructions kept), and column (e)
+    when ``curves`` are given."""
     if not results or len(results) != len(originals):
         raise ValueError("need one original image per result, and at least one")
     Figure = _figure_class()
     ranks = results[0].luminance.ranks
     columns = 2 + len(ranks)
-    figure = Figure(figsize=(PANEL_INCHES * columns, PANEL_INCHES * len(results)))
-    axes = figure.subplots(len(results), columns, squeeze=False)
+    extra = 1 if curves else 0  # column (e): one panel spanning every row
+    figure = Figure(figsize=(PANEL_INCHES * (columns + 1.4 * extra), PANEL_INCHES * max(len(results), 1.6 if extra else 1)))
+    grid = figure.add_gridspec(len(results), columns + extra, width_ratios=[1.0] * columns + [1.4] * extra)
+    axes = [[figure.add_subplot(grid[row, column]) for column in range(columns)] for row in range(len(results))]
+    if curves:
+        _max_evr_panel(figure.add_subplot(grid[:, columns]), curves)
     for row, (result, original) in enumerate(zip(results, originals)):
         label = labels[row] if labels else result.name
         grey = original if original.ndim == 2 else None
@@ -117,7 +130,7 @@ def redundancy_figure(
         if limits[1] <= limits[0]:
             limits = (limits[0], limits[0] + 1.0)
         height, width = original.shape[:2]
-        _show(axes[row, 0], original, limits, f"{label}\n{height}×{width}")
+        _show(axes[row][0], original, limits, f"{label}\n{height}×{width}")
         for column, rank in enumerate(ranks, start=1):
             if result.is_colour:  # each channel at rank k; the error over all three channels
                 pixels, error, on = result.colour_reconstruction(rank), result.colour_relative_error(rank), " (RGB)"
@@ -125,8 +138,41 @@ def redundancy_figure(
                 pixels, error, on = result.luminance.reconstructions.get(rank), result.luminance.relative_errors[rank], ""
             if pixels is None:
                 raise ValueError(f"{result.name}: no rank-{rank} reconstruction kept")
-            _show(axes[row, column], pixels.numpy(), limits, f"rank {rank}{on}: rel. error {error:.3f}")
-        _spectrum_panel(axes[row, columns - 1], result)
+            _show(axes[row][column], pixels.numpy(), limits, f"rank {rank}{on}: rel. error {error:.3f}")
+        _spectrum_panel(axes[row][columns - 1], result)
+    figure.tight_layout()
+    return figure
+
+
+def _max_evr_panel(axis, curves: Sequence[MaxEvrCurve]) -> None:
+    others = iter(GROUP_PALETTE * (1 + len(curves) // len(GROUP_PALETTE)))
+    longest = max(curve.count for curve in curves)
+    for curve in curves:
+        colour = GROUP_COLOURS.get(curve.group) or next(others)
+        n = np.arange(1, curve.count + 1)
+        means, stds = curve.means, curve.stds
+        axis.plot(n, means, "o-", color=colour, markersize=3, linewidth=1.2,
+                  label=f"{curve.group}: {curve.final_mean:.3f} ± {curve.final_std:.3f} (N={curve.count})")
+        axis.fill_between(n, means - stds, np.minimum(means + stds, 1.0), color=colour, alpha=0.18, linewidth=0)
+    sizes = {curve.size for curve in curves}
+    on = f"{sizes.pop()}² luminance" if len(sizes) == 1 and None not in sizes else "luminance"
+    axis.set_xlim(0.5, longest + 0.5)
+    axis.set_ylim(top=1.0)
+    axis.set_xlabel("number of images N (first N, in order)", fontsize=7)
+    axis.set_ylabel("mean maximal EVR (σ₁²/Σσ²) ± sd", fontsize=7)
+    axis.set_title(f"(e) mean max. EVR over N images, {on}", fontsize=8)
+    axis.tick_params(labelsize=6)
+    axis.legend(fontsize=6, loc="lower right")
+    axis.grid(alpha=0.3)
+
+
+def max_evr_figure(curves: Sequence[MaxEvrCurve]) -> Any:
+    """Column (e) alone: a Figure with the groups' mean max-EVR curves."""
+    if not curves:
+        raise ValueError("no image groups to draw")
+    Figure = _figure_class()
+    figure = Figure(figsize=(5.2, 3.8))
+    _max_evr_panel(figure.subplots(), curves)
     figure.tight_layout()
     return figure
 
