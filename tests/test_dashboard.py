@@ -29,15 +29,13 @@ from pathlib import Path
 
 import numpy
 import pytest
-import yaml
 from PIL import Image
+from report_fixtures import log_trial, open_trial_runs, write_report_experiment
 
 from orchestrator.cli import main as cli_main
 from orchestrator.config import load_experiment
-from orchestrator.plan import expand
 from orchestrator.report import build_report
 from orchestrator.report.mlflow_ui import free_port
-from orchestrator.tracking import SweepTracker, TrialLogger
 
 pytestmark = pytest.mark.slow
 
@@ -50,34 +48,22 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def write_sweep(directory: Path, name: str = "dashboard-test", tracking_uri: str | None = None) -> Path:
-    document = {
-        "name": name,
-        "matrix": {"dataset": ["redundant_shapes"], "backbone": ["resnet18"], "stem": ["imagenet"],
-                   "attention": ["none", "sna"], "seed": [0, 1]},
-        "datasets": {"redundant_shapes": {"image_size": 16, "kwargs": {"train_size": 16, "val_size": 8}}},
-        "train": {"epochs": 1, "batch_size": 8, "metric": "top1"},
-        "tracking": {"uri": tracking_uri or f"sqlite:///{directory / 'mlflow.db'}"},
-        "storage": str(directory / "results"),
-    }
-    path = directory / f"{name}{'-remote' if tracking_uri else ''}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    return write_report_experiment(
+        directory, name,
+        matrix={"dataset": ["redundant_shapes"], "backbone": ["resnet18"], "stem": ["imagenet"],
+                "attention": ["none", "sna"], "seed": [0, 1]},
+        train={"epochs": 1, "batch_size": 8, "metric": "top1"},
+        tracking={"uri": tracking_uri or f"sqlite:///{directory / 'mlflow.db'}"})
 
 
 def populate(path: Path) -> dict[str, str]:
     """Four finished runs (SNA ahead of none by 5 points), written through orchestrator.tracking."""
-    experiment = load_experiment(path, environ={})
-    cells = expand(experiment)
-    tracker = SweepTracker(experiment.tracking_uri, experiment.name)
-    run_ids = tracker.trial_runs(cells, tracker.start_sweep(str(path), experiment.file_hash, None, len(cells)))
+    experiment, cells, run_ids = open_trial_runs(path)
     for cell in cells:
-        logger = TrialLogger(experiment.tracking_uri, run_ids[cell.key])
-        logger.mark_running()
         value = (60.0 if cell.attention == "sna" else 55.0) + cell.seed
-        logger.log_epoch({"top1": value, "top5": value + 30}, 0)
-        logger.log_summary({"params": 11_181_642, "flops": 5.0e8, "throughput_img_s": 900.0 + cell.seed,
-                            "final_top1": value, "final_top5": value + 30})
-        logger.finish("FINISHED")
+        log_trial(experiment.tracking_uri, run_ids[cell.key], [{"top1": value, "top5": value + 30}],
+                  {"params": 11_181_642, "flops": 5.0e8, "throughput_img_s": 900.0 + cell.seed,
+                   "final_top1": value, "final_top5": value + 30})
     return run_ids
 
 

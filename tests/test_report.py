@@ -21,13 +21,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from report_fixtures import column, log_trial, open_trial_runs, write_report_experiment
 
 from orchestrator.cli import main as cli_main
 from orchestrator.config import load_experiment
 from orchestrator.plan import expand
 from orchestrator.report import build_report
 from orchestrator.report.aggregate import Group, RunRecord, Stat
-from orchestrator.report.context import ReportContext, Skipped
+from orchestrator.report.context import ReportContext, Skipped, registry_class_counts
 from orchestrator.report.figures import auroc_figures
 from orchestrator.report.tables import (
     detection_table,
@@ -36,7 +37,9 @@ from orchestrator.report.tables import (
     to_latex,
     to_markdown,
 )
-from orchestrator.tracking import SweepTracker, TrialLogger, trial_runs
+from orchestrator.tracking import trial_runs
+from sna_core.data.registry import ClassCounts
+from sna_core.data.vindr_cxr import shipped_train_csv, split_of
 
 SEED_OFFSETS = (0.0, 1.5, -0.7)  # top-1 = base + offset[seed]
 BASE_TOP1 = {("none", None): 50.0, ("se", None): 52.0, ("eca", None): 53.0, ("sa", None): 54.0,
@@ -55,43 +58,30 @@ def throughput(attention: str, seed: int) -> float:
 
 
 def write_experiment(directory: Path, name: str = "report-test") -> Path:
-    document = {
-        "name": name,
-        "matrix": {"dataset": ["redundant_shapes"], "backbone": ["resnet18"], "stem": ["imagenet"],
-                   "attention": ["none", "se", "eca", "sa", "sna"], "rank_k": [1, 2], "seed": [0, 1, 2]},
-        "datasets": {"redundant_shapes": {"image_size": 16, "kwargs": {"train_size": 16, "val_size": 8}}},
-        "train": {"epochs": 2, "batch_size": 8, "metric": "top1", "mode": "max"},
-        "tracking": {"uri": f"sqlite:///{directory / 'mlflow.db'}"},
-        "storage": str(directory / "results"),
-    }
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    return write_report_experiment(
+        directory, name,
+        matrix={"dataset": ["redundant_shapes"], "backbone": ["resnet18"], "stem": ["imagenet"],
+                "attention": ["none", "se", "eca", "sa", "sna"], "rank_k": [1, 2], "seed": [0, 1, 2]},
+        train={"epochs": 2, "batch_size": 8, "metric": "top1", "mode": "max"})
 
 
 def populate(path: Path) -> dict[str, str]:
     """Write the sweep's runs as the runner and the Train workers would; returns key → run id."""
-    experiment = load_experiment(path, environ={})
-    cells = expand(experiment)
-    tracker = SweepTracker(experiment.tracking_uri, experiment.name)
-    parent = tracker.start_sweep(str(path), experiment.file_hash, None, len(cells))
-    ran = [cell for cell in cells if (cell.attention, cell.seed) not in NEVER_RUN]
-    run_ids = tracker.trial_runs(ran, parent)
-    for cell in ran:
-        logger = TrialLogger(experiment.tracking_uri, run_ids[cell.key])
-        logger.mark_running()
+    experiment, cells, run_ids = open_trial_runs(path, lambda cell: (cell.attention, cell.seed) not in NEVER_RUN)
+    for key, run_id in run_ids.items():
+        cell = next(cell for cell in cells if cell.key == key)
         value = top1(cell.attention, cell.rank_k, cell.seed)
         # Epoch 0 is the best epoch (value + 2), epoch 1 the final one (value).
-        logger.log_epoch({"top1": value + 2.0, "top5": value + 20.0}, 0)
+        best = {"top1": value + 2.0, "top5": value + 20.0}
         if (cell.attention, cell.seed) in FAILS:
-            logger.finish("FAILED", reason="FloatingPointError: the loss is nan")
+            log_trial(experiment.tracking_uri, run_id, [best], status="FAILED",
+                      reason="FloatingPointError: the loss is nan")
             continue
-        logger.log_epoch({"top1": value, "top5": value + 25.0}, 1)
-        logger.log_summary({"params": PARAMS[cell.attention], "flops": 5.0e8 * (1.002 if cell.attention == "sna" else 1.0),
-                            "throughput_img_s": throughput(cell.attention, cell.seed), "best_top1": value + 2.0,
-                            "final_top1": value, "final_top5": value + 25.0})
-        logger.finish("FINISHED")
-    return {cell.key: run_ids[cell.key] for cell in ran}
+        summary = {"params": PARAMS[cell.attention], "flops": 5.0e8 * (1.002 if cell.attention == "sna" else 1.0),
+                   "throughput_img_s": throughput(cell.attention, cell.seed), "best_top1": value + 2.0,
+                   "final_top1": value, "final_top5": value + 25.0}
+        log_trial(experiment.tracking_uri, run_id, [best, {"top1": value, "top5": value + 25.0}], summary)
+    return run_ids
 
 
 @dataclass
@@ -110,12 +100,6 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     out = directory / "report"
     report = build_report(load_experiment(path, environ={}), out, log=lambda line: None)
     return Sweep(path, run_ids, out, report)
-
-
-def column(table, row_label: str) -> dict[str, object]:
-    """The cells of one row of a PaperTable, by column label."""
-    cells = dict(table.rows)[row_label]
-    return dict(zip(table.columns, cells, strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +331,54 @@ def test_table3_detection_layout_with_undefined_and_failed_cells() -> None:
     assert isinstance(detection_table([], ReportContext()), Skipped)
 
 
+def box_and_mask(ap: float, *, masks: bool, per_class: bool = True) -> dict[str, float]:
+    """A detection run's final metrics as sna_core.tasks.detection logs them (every detector logs
+    ap40 per class too) and build_groups keeps them (APs undefined, -1: left out); mask AP 0.05
+    below box AP."""
+    stats = {"ap": ap, "ap50": ap + 0.2, "ap75": ap + 0.03, "apm": ap + 0.02, "apl": ap + 0.1}
+    metrics = {f"final_bbox_{name}": value for name, value in stats.items()}
+    if masks:
+        metrics |= {f"final_segm_{name}": value - 0.05 for name, value in stats.items()}
+    if per_class:
+        metrics |= {"final_ap40": ap + 0.1, "final_ap40_class0": ap + 0.1}
+    return metrics
+
+
+def test_table3_mask_ap_beside_box_ap_for_mask_rcnn_only() -> None:
+    groups = [constructed(attention, [box_and_mask(ap, masks=detector == "mask_rcnn"),
+                                      box_and_mask(ap + 0.01, masks=detector == "mask_rcnn")],
+                          dataset="coco2017", dataset_name="coco2017", task="detection", detector=detector)
+              for detector in ("faster_rcnn", "mask_rcnn") for attention, ap in (("none", 0.36), ("sna", 0.40))]
+    groups.append(constructed("se", [{}, {}], dataset="coco2017", dataset_name="coco2017", task="detection",
+                              detector="mask_rcnn", statuses=["FAILED", "FAILED"]))
+    # Every detection run logs ap40_class<i>: COCO stays in Table 3 and gets no per-class table.
+    assert isinstance(per_class_tables(groups, ReportContext()), Skipped)
+    table = detection_table(groups, ReportContext())
+    box = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    assert table.columns == box + [f"mask {name}" for name in box] and table.groups == [("COCO2017", 12)]
+    assert list(table.sections.values()) == ["ResNet-50 · Faster R-CNN (placement stem)",
+                                             "ResNet-50 · Mask R-CNN (placement stem)"]
+    faster, mask = (dict(zip(table.columns, cells, strict=True)) for cells in (table.rows[1][1], table.rows[4][1]))
+    assert [label for label, _ in table.rows] == ["none", "+ SNA", "none", "+ SE", "+ SNA"]
+    assert faster["AP"].text == "40.50 ± 0.71" and faster["AP"].mark == "best"
+    assert all(faster[f"mask {name}"].text == "n/a" and faster[f"mask {name}"].state == "na" for name in box)
+    assert mask["AP"].text == "40.50 ± 0.71" and mask["mask AP"].text == "35.50 ± 0.71"
+    assert mask["mask AP50"].text == "55.50 ± 0.71" and mask["mask AP"].mark == "best"
+    assert mask["APs"].text == mask["mask APs"].text == "—"  # undefined: shown as such, never 0
+    failed = dict(zip(table.columns, table.rows[3][1], strict=True))
+    assert failed["mask AP"].text == failed["AP"].text == "failed"
+    assert any("mask AP" in note and "n/a" in note for note in table.notes)
+    assert r"mask AP50" in to_latex(table) and "| n/a |" in to_markdown(table)
+
+
+def test_table3_without_mask_rcnn_has_box_columns_only() -> None:
+    groups = [constructed("none", [box_and_mask(0.3, masks=False)], dataset="voc2012", dataset_name="voc2012",
+                          task="detection", detector="faster_rcnn")]
+    table = detection_table(groups, ReportContext())
+    assert table.columns == ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    assert not any("mask" in note for note in table.notes)
+
+
 def test_minus_one_ap_is_undefined_not_a_value() -> None:
     import pyarrow as pa
 
@@ -372,8 +404,11 @@ def test_table4_per_class_ap_with_counts_and_fig5_auroc(tmp_path: Path) -> None:
     detection = [constructed(attention, [ap40(base), ap40(base + 0.01), ap40(base - 0.01)], dataset="vindr_cxr_det",
                              dataset_name="vindr_cxr", task="detection", backbone="resnet18", detector="faster_rcnn")
                  for attention, base in (("none", 0.55), ("sna", 0.62))]
-    counts = {"train": list(range(100, 100 + len(findings))), "test": list(range(10, 10 + len(findings)))}
-    with_counts = ReportContext(class_counts=lambda name: counts if name == "vindr_cxr" else None)
+    counts = ClassCounts({"train": tuple(range(100, 100 + len(findings))), "test": tuple(range(10, 10 + len(findings)))},
+                         unit="images with the finding", source="counts.csv")
+    no_counts = Skipped("train/test counts", "no train.csv")
+    with_counts = ReportContext(class_counts=lambda name, task, dataset: counts if (name, task) == ("vindr_cxr", "detection")
+                                else no_counts)
     (table,) = per_class_tables(detection, with_counts)
     assert [label for label, _ in table.rows] == [*findings, "Total"]
     assert table.columns == ["train", "test", "none", "SNA"]
@@ -381,9 +416,12 @@ def test_table4_per_class_ap_with_counts_and_fig5_auroc(tmp_path: Path) -> None:
     assert (first["train"].text, first["test"].text) == ("100", "10")
     assert first["SNA"].text == "62.00 ± 1.00" and first["SNA"].mark == "best"
     total = dict(zip(table.columns, dict(table.rows)["Total"], strict=True))
-    assert total["train"].text == f"{sum(counts['train']):,}" and total["none"].text == "55.00 ± 1.00"
-    (unknown,) = per_class_tables(detection, ReportContext(class_counts=lambda name: None))
-    assert dict(unknown.rows)[findings[0]][0].text == "—"  # counts the registry does not know
+    assert total["train"].text == f"{sum(counts.splits['train']):,}" and total["none"].text == "55.00 ± 1.00"
+    assert any("counted from counts.csv" in note for note in table.notes)
+    (unknown,) = per_class_tables(detection, ReportContext(class_counts=lambda name, task, dataset: no_counts))
+    first_unknown = dict(unknown.rows)[findings[0]][0]
+    assert (first_unknown.text, first_unknown.title) == ("—", "no train.csv")  # counts unknown, with the reason
+    assert "train/test counts unknown (—): no train.csv." in unknown.notes
 
     def auroc(shift: float) -> list[dict[str, float]]:
         return [{"final_auroc": 0.8 + shift + d, **{f"final_auroc_class{i}": 0.7 + 0.05 * i + shift + d for i in range(3)}}
@@ -397,10 +435,96 @@ def test_table4_per_class_ap_with_counts_and_fig5_auroc(tmp_path: Path) -> None:
     assert sorted(path.name for path in fig5.files.values()) == [
         "fig5-auroc-vindr_cxr_cls-densenet121.png", "fig5-auroc-vindr_cxr_cls-densenet121.svg"]
     assert "AA (failed)" in fig5.files["svg"].read_text()  # named in the legend (an SVG comment), not drawn as 0
-    (auroc_table,) = per_class_tables(multilabel, ReportContext())
+    uncounted = ReportContext(class_counts=lambda name, task, dataset: Skipped("train/test counts", "not counted"))
+    (auroc_table,) = per_class_tables(multilabel, uncounted)  # rows: the classes logged (no counts to widen them)
     assert [label for label, _ in auroc_table.rows] == [*findings[:3], "Mean"]
     assert dict(zip(auroc_table.columns, dict(auroc_table.rows)["Mean"], strict=True))["AA"].text == "failed"
     assert isinstance(auroc_figures(detection, ReportContext(), tmp_path), Skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# Table 4's train/test counts from the dataset registry (sna_core.data.vindr_cxr.class_counts)
+
+# The paper's Table 4, train and test images per finding (VinDr-CXR's 14, in class_id order).
+PAPER_TRAIN = (2433, 150, 364, 1855, 275, 304, 492, 1053, 655, 903, 818, 1590, 81, 1316)
+PAPER_TEST = (634, 36, 88, 445, 78, 82, 121, 269, 171, 231, 214, 391, 15, 301)
+needs_shipped_csv = pytest.mark.skipif(
+    shipped_train_csv() is None,
+    reason="needs torchxrayvision's data/vinbigdata-train.csv.gz (pip install --no-deps torchxrayvision)")
+
+
+@needs_shipped_csv
+def test_vindr_counts_are_images_per_finding_as_in_the_paper() -> None:
+    counts = registry_class_counts("vindr_cxr", "detection")  # no root here: the shipped train.csv
+    assert counts.source.startswith(f"{shipped_train_csv()} (torchxrayvision's copy")
+    assert counts.unit.startswith("images with the finding")
+    # Summed over the two splits, images per finding equal the paper's train + test for all 14.
+    both = [train + val for train, val in zip(counts.splits["train"], counts.splits["val"], strict=True)]
+    assert both == [train + test for train, test in zip(PAPER_TRAIN, PAPER_TEST, strict=True)]
+    assert sum(both) == 15_365 == 12_289 + 3_076
+    # The split is ours (SHA-256 of image_id), not the paper's unpublished one.
+    assert (sum(counts.splits["train"]), sum(counts.splits["val"])) == (12_111, 3_254)
+    assert (counts.splits["train"][0], counts.splits["val"][0]) == (2_430, 637)  # paper: 2,433 / 634
+    multilabel = registry_class_counts("vindr_cxr", "multilabel")
+    assert len(multilabel.splits["train"]) == 15 and multilabel.splits["train"][:14] == counts.splits["train"]
+
+
+@needs_shipped_csv
+def test_table4_prints_the_registry_counts() -> None:
+    from sna_core.data import dataset_info
+
+    findings = dataset_info("vindr_cxr").class_names
+    # Pneumothorax (12) had no ground truth in the test split: its AP is undefined, not logged.
+    metrics = {"final_ap40": 0.5, **{f"final_ap40_class{i}": 0.5 for i in range(len(findings)) if i != 12}}
+    groups = [constructed(attention, [metrics], dataset="vindr_cxr_det", dataset_name="vindr_cxr", task="detection",
+                          backbone="resnet18", detector="faster_rcnn") for attention in ("none", "sna")]
+    (table,) = per_class_tables(groups, ReportContext())
+    assert [label for label, _ in table.rows] == [*findings, "Total"]  # also the classes no run could score
+    assert dict(table.rows)["Pneumothorax"][2].text == "—"
+    assert [cell.text for cell in dict(table.rows)["Aortic enlargement"][:2]] == ["2,430", "637"]
+    assert [cell.text for cell in dict(table.rows)["Pneumothorax"][:2]] == ["69", "27"]
+    assert [cell.text for cell in dict(table.rows)["Total"][:2]] == ["12,111", "3,254"]
+    assert any("vinbigdata-train.csv.gz" in note and "test = the dataset's 'val' split" in note for note in table.notes)
+
+
+def write_train_csv(root: Path, rows: list[tuple[str, str, int, str]]) -> None:
+    root.mkdir(parents=True)
+    lines = ["image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"]
+    for image_id, name, class_id, rad in rows:
+        box = ",,," if class_id == 14 else "10.0,10.0,50.0,50.0"
+        lines.append(f"{image_id},{name},{class_id},{rad},{box}")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_counts_read_the_dataset_root_with_the_trials_split(tmp_path: Path) -> None:
+    images = {"a1": [("Aortic enlargement", 0, "R1"), ("Aortic enlargement", 0, "R2"), ("Cardiomegaly", 3, "R3")],
+              "b2": [("No finding", 14, "R1"), ("No finding", 14, "R2")],
+              "c3": [("Pneumothorax", 12, "R1")], "d4": [("Aortic enlargement", 0, "R4")]}
+    write_train_csv(tmp_path / "vindr", [(image, *row) for image, rows in images.items() for row in rows])
+    dataset = {"name": "vindr_cxr", "root": str(tmp_path / "vindr"), "kwargs": {"val_fraction": 0.5}}
+    counts = registry_class_counts("vindr_cxr", "multilabel", dataset)
+    assert counts.source == str(tmp_path / "vindr" / "train.csv")
+    expected = {split: [0] * 15 for split in ("train", "val")}
+    for image, rows in images.items():
+        for class_id in {class_id for _, class_id, _ in rows}:
+            expected[split_of(image, 0.5)][class_id] += 1  # one per image, however many radiologists
+    assert {split: list(values) for split, values in counts.splits.items()} == expected
+    assert sum(map(sum, counts.splits.values())) == 5
+    limited = registry_class_counts("vindr_cxr", "detection", {**dataset, "kwargs": {"val_fraction": 0.5, "limit": 1}})
+    assert all(sum(values) <= 2 and len(values) == 14 for values in limited.splits.values())
+
+
+def test_counts_unknown_say_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sna_core.data import vindr_cxr
+
+    coco = registry_class_counts("coco2017", "detection")
+    assert isinstance(coco, Skipped) and "does not count the classes of 'coco2017'" in coco.reason
+    monkeypatch.setattr(vindr_cxr, "shipped_train_csv", lambda: None)  # as without torchxrayvision
+    missing = registry_class_counts("vindr_cxr", "detection", {"root": str(tmp_path / "absent")})
+    assert isinstance(missing, Skipped)
+    assert str(tmp_path / "absent") in missing.reason and "torchxrayvision" in missing.reason
+    bad = registry_class_counts("vindr_cxr", "detection", {"root": str(tmp_path), "kwargs": {"val_fraction": 2}})
+    assert isinstance(bad, Skipped) and "val_fraction" in bad.reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,20 +544,14 @@ def test_multilabel_grid_gives_fig5_per_class_table_and_claims(tmp_path: Path) -
     }
     path = tmp_path / "fig5.yaml"
     path.write_text(yaml.safe_dump(document))
-    experiment = load_experiment(path, environ={})
-    cells = expand(experiment)
+    experiment, cells, run_ids = open_trial_runs(path)
     classes = cells[0].config["dataset"]["num_classes"]
-    tracker = SweepTracker(experiment.tracking_uri, experiment.name)
-    run_ids = tracker.trial_runs(cells, tracker.start_sweep(str(path), experiment.file_hash, None, len(cells)))
     for cell in cells:
-        logger = TrialLogger(experiment.tracking_uri, run_ids[cell.key])
-        logger.mark_running()
         base = AUROC_BASE[cell.attention] + 0.004 * cell.seed
         per_class = {f"auroc_class{i}": base + 0.005 * i for i in range(classes)}
-        logger.log_epoch({"auroc": base, **per_class}, 0)
-        logger.log_summary({"params": 6_950_000, "flops": 9.0e8, "throughput_img_s": 300.0 - cell.seed,
-                            "final_auroc": base, **{f"final_{name}": value for name, value in per_class.items()}})
-        logger.finish("FINISHED")
+        log_trial(experiment.tracking_uri, run_ids[cell.key], [{"auroc": base, **per_class}],
+                  {"params": 6_950_000, "flops": 9.0e8, "throughput_img_s": 300.0 - cell.seed,
+                   "final_auroc": base, **{f"final_{name}": value for name, value in per_class.items()}})
 
     report = build_report(experiment, tmp_path / "report", log=lambda line: None)
     layout = next(t for t in report.tables if t.id.startswith("table-classification"))

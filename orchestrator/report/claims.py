@@ -38,7 +38,7 @@ from orchestrator.report.quantities import (
     Quantity,
     per_class_metrics,
 )
-from orchestrator.report.tables import PER_CLASS_DATASETS
+from orchestrator.report.tables import is_per_class_detection
 
 __all__ = [
     "ALPHA",
@@ -483,8 +483,7 @@ def _detection_claims(groups: Sequence[Group], context: ReportContext, alpha: fl
         others = [g for g in methods if g.axes["attention"] != "sna"]
         if sna is None or not others:
             continue
-        logged = {name for g in members for run in g.runs for name in run.metrics}
-        per_class = sna.dataset_name in PER_CLASS_DATASETS or bool(per_class_metrics(logged, "ap40"))
+        per_class = is_per_class_detection(members)
         if per_class:
             quantities = [Quantity("ap40", "total AP (IoU > 0.4)", scale=AP_SCALE, better="max")]
             source = "Table 4"

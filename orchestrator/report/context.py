@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sna_core.data.registry import ClassCounts
 
 __all__ = ["ReportContext", "Skipped", "registry_class_counts", "registry_class_names", "run_url"]
 
@@ -55,16 +59,27 @@ def registry_class_names(dataset_name: str, count: int | None = None) -> list[st
     return [names[index] if index < len(names) else f"class {index}" for index in range(count)]
 
 
-def registry_class_counts(dataset_name: str) -> Mapping[str, Sequence[int]] | None:
-    """Per-class image/box counts per split, when the registry knows them
-    (``DatasetInfo.class_counts``: split → counts in class order), else None."""
-    try:
-        from sna_core.data import dataset_info
+def registry_class_counts(dataset_name: str, task: str | None = None,
+                          dataset: Mapping[str, Any] | None = None) -> ClassCounts | Skipped:
+    """Per-class counts per split from the dataset registry (``DatasetInfo.class_counts``) for
+    ``task``, at the root and with the builder kwargs of ``dataset`` (a trial config's
+    ``dataset`` section; None: the registry's default root); else why there are none."""
+    from sna_core.data import dataset_info
+    from sna_core.data.registry import DatasetRootError, resolve_root
 
-        counts = getattr(dataset_info(dataset_name), "class_counts", None)
+    dataset = dataset or {}
+    try:
+        info = dataset_info(dataset_name)
     except (KeyError, ValueError, LookupError):
-        return None
-    return counts or None
+        return Skipped("train/test counts", f"dataset {dataset_name!r} is not in the dataset registry")
+    if info.class_counts is None:
+        return Skipped("train/test counts", f"the dataset registry does not count the classes of {dataset_name!r}")
+    try:
+        root = resolve_root(dataset_name, dataset.get("root"))
+        task = task or dataset.get("task") or info.tasks[0]
+        return info.class_counts(root, task=task, **dict(dataset.get("kwargs") or {}))
+    except (DatasetRootError, OSError, ValueError, TypeError) as error:
+        return Skipped("train/test counts", f"{type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,8 @@ class ReportContext:
     experiment_id: str | None = None
     paper_flops: Mapping[str, float] = field(default_factory=dict)  # group id → the paper's "FLOPs" (G)
     class_names: Callable[[str, int | None], list[str]] = registry_class_names
-    class_counts: Callable[[str], Mapping[str, Sequence[int]] | None] = registry_class_counts
+    # (dataset name, task, the trial config's dataset section or None) → counts, or why none
+    class_counts: Callable[[str, str | None, Mapping[str, Any] | None], ClassCounts | Skipped] = registry_class_counts
 
     def run_url(self, run_id: str | None) -> str | None:
         return run_url(self.ui_url, self.experiment_id, run_id)

@@ -2,8 +2,8 @@
 
 Fang et al., "Combating spatial redundancy with spectral norm attention in convolutional learners"
 (Neurocomputing 511, 2022): Tables 1–2 (#.Param., FLOPs, inference speed, Top-1/Top-5 in %),
-Table 3 (COCO AP family in %), Table 4 (AP at IoU > 0.4 per class, in %), Fig. 4 (Top-1/Top-5 vs
-rank-k), Fig. 5 (AUROC per class, in %).
+Table 3 (COCO AP family in %: box AP, and mask AP for Mask R-CNN), Table 4 (AP at IoU > 0.4 per
+class, in %), Fig. 4 (Top-1/Top-5 vs rank-k), Fig. 5 (AUROC per class, in %).
 
 Metric names are the ones :mod:`orchestrator.trainable` logs: the summary ``params``, ``flops``
 (2 per multiply-add at the trained input size), ``throughput_img_s``, ``best_<train.metric>``
@@ -19,7 +19,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["AP_FAMILY", "AT_CHOICES", "QUANTITIES", "Quantity", "evaluation_metric", "per_class_metrics"]
+__all__ = ["AP_FAMILY", "AT_CHOICES", "MASK_AP_FAMILY", "QUANTITIES", "Quantity", "evaluation_metric",
+           "per_class_metrics"]
 
 AT_CHOICES = ("final", "best")
 
@@ -69,6 +70,15 @@ AP_FAMILY: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("APs", ("bbox_aps", "aps", "bbox_ap_small", "ap_small")),
     ("APm", ("bbox_apm", "apm", "bbox_ap_medium", "ap_medium")),
     ("APl", ("bbox_apl", "apl", "bbox_ap_large", "ap_large")),
+)
+# Mask R-CNN's mask AP (pycocotools' "segm" evaluation), the same statistics over mask IoU.
+MASK_AP_FAMILY: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("mask AP", ("segm_ap",)),
+    ("mask AP50", ("segm_ap50",)),
+    ("mask AP75", ("segm_ap75",)),
+    ("mask APs", ("segm_aps", "segm_ap_small")),
+    ("mask APm", ("segm_apm", "segm_ap_medium")),
+    ("mask APl", ("segm_apl", "segm_ap_large")),
 )
 AP_SCALE = 100.0
 

@@ -10,9 +10,13 @@ Fang et al., "Combating spatial redundancy with spectral norm attention in convo
   torchstat "FLOPs" at 3×244×244, :func:`sna_core.profiling.paper_flops`).
 - The rank-k ablation (Fig. 4's numbers) and the placement ablation (§4.3.2) as tables of the same
   layout (:func:`ablation_tables`).
-- Table 3 (:func:`detection_table`): the COCO AP family per detector (rows) and dataset (columns).
+- Table 3 (:func:`detection_table`): the COCO AP family per detector (rows) and dataset (columns):
+  box AP for every detector and, when the grid has Mask R-CNN, its mask AP beside it (n/a for
+  Faster R-CNN).
 - Table 4 and Fig. 5's numbers (:func:`per_class_tables`): one row per class with its train/test
-  counts, then the total (AP at IoU > 0.4) or mean (AUROC).
+  counts, then the total (AP at IoU > 0.4) or mean (AUROC). The counts come from the dataset
+  registry (``DatasetInfo.class_counts``; VinDr-CXR: images per finding in each split of the
+  trial's root, else of the train.csv torchxrayvision ships), the source named in the notes.
 
 Every number is mean ± std (ddof = 1) over the seeds' finished runs; ``(k/n)`` when only k of the
 group's n runs finished. A cell whose runs all failed reads ``failed``, still running
@@ -27,16 +31,21 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from orchestrator.report.aggregate import Group, attention_sort_key, label
 from orchestrator.report.context import ReportContext, Skipped
 from orchestrator.report.quantities import (
     AP_FAMILY,
     AP_SCALE,
+    MASK_AP_FAMILY,
     QUANTITIES,
     Quantity,
     per_class_metrics,
 )
+
+if TYPE_CHECKING:
+    from sna_core.data.registry import ClassCounts
 
 __all__ = [
     "PER_CLASS_DATASETS",
@@ -48,6 +57,7 @@ __all__ = [
     "classification_tables",
     "detection_table",
     "html_document",
+    "is_per_class_detection",
     "per_class_tables",
     "to_html",
     "to_latex",
@@ -197,7 +207,7 @@ def _seed_note(groups: Sequence[Group]) -> str:
 
 def _states_note() -> str:
     return ("failed: every run failed; running: still running; missing: never run; —: finished runs did "
-            "not log it. Never 0.")
+            "not log it (or logged it as undefined, -1); n/a: not applicable. Never 0.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,63 +386,98 @@ def ablation_tables(groups: Sequence[Group], context: ReportContext) -> list[Pap
 # Table 3
 
 
-def _is_per_class_dataset(groups: Sequence[Group]) -> bool:
-    names = {name for group in groups for run in group.runs for name in run.metrics}
-    return groups[0].dataset_name in PER_CLASS_DATASETS or bool(per_class_metrics(names, "ap40"))
+def _logged(groups: Sequence[Group]) -> set[str]:
+    return {name for group in groups for run in group.runs for name in run.metrics}
 
 
-def _ap_columns(members: Sequence[Group]) -> list[tuple[str, Quantity]]:
-    """The AP family columns some run of ``members`` logged (all six when none finished yet)."""
-    logged = {name for group in members for run in group.runs for name in run.metrics}
-    columns = []
-    for column_label, names in AP_FAMILY:
-        found = next((name for name in names if {name, f"final_{name}", f"best_{name}"} & logged), None)
-        if found is not None or not logged:
-            columns.append((column_label, Quantity(found or names[0], column_label, scale=AP_SCALE, better="max")))
-    return columns
+def _logged_any(logged: set[str], names: Sequence[str]) -> str | None:
+    """The first of ``names`` logged (as is, or as final_/best_), else None."""
+    return next((name for name in names if {name, f"final_{name}", f"best_{name}"} & logged), None)
+
+
+def is_per_class_detection(groups: Sequence[Group]) -> bool:
+    """Whether one detection dataset's groups go to Table 4 (AP at IoU > 0.4 per class) rather
+    than Table 3: a dataset the paper reports so (:data:`PER_CLASS_DATASETS`), or one whose runs
+    logged per-class ``ap40`` but no COCO box AP. (Every detection run logs ``ap40_class<i>``, so
+    that alone does not make a dataset per-class.)"""
+    logged = _logged(groups)
+    if groups[0].dataset_name in PER_CLASS_DATASETS:
+        return True
+    return bool(per_class_metrics(logged, "ap40")) and _logged_any(logged, AP_FAMILY[0][1]) is None
+
+
+@dataclass(frozen=True)
+class _APColumn:
+    label: str
+    quantity: Quantity
+    masks: bool  # a mask AP column: not applicable to detectors without masks
+
+
+def _uses_masks(group: Group) -> bool:
+    """Whether the group's detector predicts masks (the detector registry's word; for a detector
+    it does not know, whether a run logged mask AP)."""
+    try:
+        from sna_core.detectors import detector_uses_masks
+
+        return detector_uses_masks(str(group.axes["detector"]))
+    except (KeyError, ValueError, LookupError):
+        return any(name.startswith(("segm_", "final_segm_", "best_segm_")) for name in _logged([group]))
+
+
+def _ap_columns(members: Sequence[Group]) -> list[_APColumn]:
+    """The box AP family, then the mask AP family when a group's detector predicts masks (Mask
+    R-CNN); all six statistics each, as the paper's COCO columns (undefined ones read —)."""
+    logged = _logged(members)
+    families = [(AP_FAMILY, False)] + ([(MASK_AP_FAMILY, True)] if any(map(_uses_masks, members)) else [])
+    return [_APColumn(column_label, Quantity(_logged_any(logged, names) or names[0], column_label,
+                                             scale=AP_SCALE, better="max"), masks)
+            for family, masks in families for column_label, names in family]
+
+
+def _ap_cell(group: Group | None, column: _APColumn, context: ReportContext) -> TableCell:
+    if group is None:
+        return TableCell("not in grid", "na")
+    if column.masks and not _uses_masks(group):
+        return TableCell("n/a", "na", title=f"{label(group.axes['detector'])} predicts no masks")
+    return stat_cell(group, column.quantity, context)
 
 
 def detection_table(groups: Sequence[Group], context: ReportContext) -> PaperTable | Skipped:
-    """Table 3: rows = (backbone, detector) blocks of methods; columns = datasets × AP family."""
+    """Table 3: rows = (backbone, detector) blocks of methods; columns = datasets × (box AP family,
+    then mask AP family when the grid has Mask R-CNN)."""
     detection = [g for g in groups if g.axes["task"] == "detection"]
     by_dataset = {key[0]: members for key, members in _by(detection, "dataset").items()
-                  if not _is_per_class_dataset(members)}
+                  if not is_per_class_detection(members)}
     if not by_dataset:
         return Skipped("Table 3", "the grid has no COCO-style detection cells (COCO2017/VOC2012 AP family)")
     column_sets = {dataset: _ap_columns(members) for dataset, members in by_dataset.items()}
     chosen = [g for members in by_dataset.values() for g in members]
+    with_masks = any(column.masks for columns in column_sets.values() for column in columns)
     table = PaperTable(
         id="table-3-detection",
         title="Table 3: detection, AP family per detector and dataset",
-        caption=f"AP (in %) at IoU 0.50:0.95, 0.50 and 0.75 and for small/medium/large objects (COCO "
-                f"evaluation; metrics at the {context.at} epoch).",
+        caption=("Box AP" + (" and Mask R-CNN's mask AP" if with_masks else "")
+                 + " (in %) at IoU 0.50:0.95, 0.50 and 0.75 and for small/medium/large objects (COCO "
+                 f"evaluation; metrics at the {context.at} epoch)."),
         corner="Backbone · detector / method",
-        columns=[f"{column_label}" for dataset in by_dataset for column_label, _ in column_sets[dataset]],
-        groups=[(_dataset_title(by_dataset[dataset][0]), len(column_sets[dataset]))
-                for dataset in by_dataset],
+        columns=[column.label for dataset in by_dataset for column in column_sets[dataset]],
+        groups=[(_dataset_title(by_dataset[dataset][0]), len(column_sets[dataset])) for dataset in by_dataset],
     )
     row_axes = ("backbone", "detector", "stem", "placement", "recipe")
-    blocks = _by(chosen, *row_axes)
-    methods_by_block: dict[tuple, list[tuple]] = {}
-    for block_key, members in blocks.items():
+    for block_key, members in _by(chosen, *row_axes).items():
+        backbone, detector, _stem, placement, _recipe = block_key
         methods = sorted({(g.axes["attention"], g.axes["rank_k"]) for g in members},
                          key=lambda m: (attention_sort_key(m[0]), m[1] or 0))
-        methods_by_block[block_key] = methods
-    for block_key, methods in methods_by_block.items():
-        backbone, detector, _stem, placement, _recipe = block_key
-        members = blocks[block_key]
         table.sections[len(table.rows)] = (f"{label(backbone)} · {label(detector)} (placement {placement}"
                                            + (f", {members[0].recipe_label}" if members[0].recipe_label else "")
                                            + ")")
         block_rows: list[list[TableCell]] = []
-        for attention, rank_k in methods:
+        for method in methods:
             cells: list[TableCell] = []
             for dataset in by_dataset:
                 match = next((g for g in members if g.axes["dataset"] == dataset
-                              and (g.axes["attention"], g.axes["rank_k"]) == (attention, rank_k)), None)
-                for _, quantity in column_sets[dataset]:
-                    cells.append(stat_cell(match, quantity, context) if match is not None
-                                 else TableCell("not in grid", "na"))
+                              and (g.axes["attention"], g.axes["rank_k"]) == method), None)
+                cells += [_ap_cell(match, column, context) for column in column_sets[dataset]]
             block_rows.append(cells)
         # Marks per column within the block (the paper marks the best method per detector).
         for column in range(len(table.columns)):
@@ -442,7 +487,12 @@ def detection_table(groups: Sequence[Group], context: ReportContext) -> PaperTab
         for (attention, rank_k), cells in zip(methods, block_rows, strict=True):
             name = label(attention) + (f" k={rank_k}" if rank_k not in (None, 1) else "")
             table.rows.append(("+ " + name if attention != "none" else "none", cells))
-    table.notes = [_seed_note(chosen), "AP values from pycocotools are fractions; shown ×100 (%).", _states_note()]
+    table.notes = [_seed_note(chosen), "AP values from pycocotools are fractions; shown ×100 (%)."]
+    if with_masks:
+        table.notes.append("AP…: box AP (bounding-box IoU) for every detector; mask AP…: Mask R-CNN's mask AP "
+                           "(mask IoU), n/a for detectors without masks. The paper's Table 3 prints one AP "
+                           "family per detector and does not say whether Mask R-CNN's is box or mask AP.")
+    table.notes.append(_states_note())
     return table
 
 
@@ -450,13 +500,26 @@ def detection_table(groups: Sequence[Group], context: ReportContext) -> PaperTab
 # Table 4 and Fig. 5's numbers
 
 
-def _counts_cells(counts: dict | None, split: str, index: int | None) -> TableCell:
-    if not counts or split not in counts:
-        return TableCell("—", "na", title="class counts unknown to the dataset registry")
-    values = list(counts[split])
+def _counts_cell(counts: ClassCounts | Skipped, split: str, index: int | None) -> TableCell:
+    """One class's count in ``split`` (``index`` None: the sum over classes), or — with the reason."""
+    if isinstance(counts, Skipped):
+        return TableCell("—", "na", title=counts.reason)
+    values = counts.splits.get(split)
+    if values is None:
+        return TableCell("—", "na", title=f"no {split!r} split in the counts of {counts.source}")
     if index is None:
-        return TableCell(f"{sum(values):,}", "label")
-    return TableCell(f"{values[index]:,}", "label") if index < len(values) else TableCell("—", "na")
+        return TableCell(f"{sum(values):,}", "label", title=counts.unit)
+    if index >= len(values):
+        return TableCell("—", "na", title=f"not counted ({len(values)} classes counted)")
+    return TableCell(f"{values[index]:,}", "label", title=counts.unit)
+
+
+def _counts_note(counts: ClassCounts | Skipped, test_split: str) -> str:
+    if isinstance(counts, Skipped):
+        return f"train/test counts unknown (—): {counts.reason}."
+    shown = "" if test_split == "test" else f" (test = the dataset's {test_split!r} split)"
+    return (f"train/test: {counts.unit} per split{shown}, counted from {counts.source} "
+            "(DatasetInfo.class_counts); Total: their sum over the classes.")
 
 
 def per_class_tables(groups: Sequence[Group], context: ReportContext) -> list[PaperTable] | Skipped:
@@ -471,14 +534,18 @@ def per_class_tables(groups: Sequence[Group], context: ReportContext) -> list[Pa
     for task, base, select, paper in specs:
         chosen = [g for g in groups if select(g)]
         if task == "detection":
-            chosen = [g for members in _by(chosen, "dataset").values() if _is_per_class_dataset(members)
+            chosen = [g for members in _by(chosen, "dataset").values() if is_per_class_detection(members)
                       for g in members]
         for (dataset, stem, _recipe), members in _by(chosen, "dataset", "stem", "recipe").items():
-            logged = {name for g in members for run in g.runs for name in run.metrics}
-            indices = per_class_metrics(logged, base)
-            if not indices:
-                indices = list(range(len(context.class_names(members[0].dataset_name, None))))
-            names = context.class_names(members[0].dataset_name, (max(indices) + 1) if indices else 0)
+            logged = _logged(members)
+            counts = context.class_counts(members[0].dataset_name, task,
+                                          (members[0].config or {}).get("dataset"))
+            # Every class the runs or the counts know, so a class no run could score (no ground
+            # truth in the test split: AP undefined) still has its row, as in the paper.
+            sizes = [index + 1 for index in per_class_metrics(logged, base)]
+            sizes += [] if isinstance(counts, Skipped) else [len(values) for values in counts.splits.values()]
+            indices = list(range(max(sizes) if sizes else len(context.class_names(members[0].dataset_name, None))))
+            names = context.class_names(members[0].dataset_name, len(indices))
             columns: list[Group] = []
             spans: list[tuple[str, int]] = []
             for (backbone, detector), of_backbone in _by(members, "backbone", "detector").items():
@@ -487,7 +554,6 @@ def per_class_tables(groups: Sequence[Group], context: ReportContext) -> list[Pa
                 columns += of_backbone
                 spans.append((label(backbone) + (f" · {label(detector)}" if detector else ""), len(of_backbone)))
             placements = {g.axes["placement"] for g in columns}
-            counts = context.class_counts(members[0].dataset_name)
             scale = 100.0
             table = PaperTable(
                 id=_slug("table", "per-class", base, dataset, members[0].recipe_label),
@@ -500,19 +566,18 @@ def per_class_tables(groups: Sequence[Group], context: ReportContext) -> list[Pa
                 columns=["train", "test"] + [g.method(with_placement=len(placements) > 1) for g in columns],
                 groups=[("counts", 2), *spans],
             )
-            count_split = "test" if counts and "test" in counts else "val"
+            test_split = "val" if not isinstance(counts, Skipped) and "test" not in counts.splits else "test"
             for index in indices:
                 quantity = Quantity(f"{base}_class{index}", names[index], scale=scale, better="max")
-                cells = [_counts_cells(counts, "train", index), _counts_cells(counts, count_split, index)]
+                cells = [_counts_cell(counts, "train", index), _counts_cell(counts, test_split, index)]
                 cells += [stat_cell(g, quantity, context) for g in columns]
                 _add_row(table, names[index], cells, "max")
             total = Quantity(base, "Total" if base == "ap40" else "Mean", scale=scale, better="max")
-            cells = [_counts_cells(counts, "train", None), _counts_cells(counts, count_split, None)]
+            cells = [_counts_cell(counts, "train", None), _counts_cell(counts, test_split, None)]
             cells += [stat_cell(g, total, context) for g in columns]
             _add_row(table, total.label, cells, "max")
             table.notes = [_seed_note(columns), "Values logged as fractions are shown ×100 (%).",
-                           "train/test counts: the dataset registry's DatasetInfo.class_counts; — when it has none.",
-                           _states_note()]
+                           _counts_note(counts, test_split), _states_note()]
             tables.append(table)
     if not tables:
         return Skipped("Table 4 / Fig. 5 data", "the grid has no VinDr-CXR-style per-class detection or "

@@ -32,6 +32,15 @@ class DatasetRootError(FileNotFoundError):
     where the data comes from."""
 
 
+@dataclass(frozen=True)
+class ClassCounts:
+    """How often each class occurs per split (the train/test columns of the paper's Table 4)."""
+
+    splits: Mapping[str, tuple[int, ...]]  # split → one count per class, in class order
+    unit: str  # what one count is, e.g. "images with the finding"
+    source: str  # the file that was counted
+
+
 class DatasetNotAvailableError(DatasetRootError):
     """The dataset is registered (so grids that name it can be planned) but its loader is not part
     of this release. A subclass of :class:`DatasetRootError` so that a pre-flight check that
@@ -68,6 +77,10 @@ class DatasetInfo:
     # Outputs per task where a task differs from ``num_classes`` (VinDr-CXR: 14 findings for
     # detection, 15 multi-label outputs with "No finding").
     task_num_classes: Mapping[str, int] = field(default_factory=dict)
+    # ``class_counts(root, task=..., **builder kwargs)`` → :class:`ClassCounts` for that task's
+    # classes and the splits those kwargs give; raises DatasetRootError when it has nothing to
+    # count. None: the dataset does not count its classes.
+    class_counts: Callable[..., ClassCounts] | None = field(default=None, repr=False)
 
     def classes_for(self, task: str | None = None) -> int:
         """The number of model outputs (detection: classes without background) for ``task``."""

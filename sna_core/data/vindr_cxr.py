@@ -24,6 +24,17 @@ radiologist, three radiologists per image; ``class_id`` 0..13 are the findings, 
   3,076 test in total, 20.0 %) fit a random 80/20 image split but no seed reproduces them; this
   split gives 12,111 / 3,254 (e.g. aortic enlargement 2,430 / 637 vs the paper's 2,433 / 634).
   ``limit`` takes the split's first images in image_id order.
+- Class counts (:func:`class_counts`, Table 4's train/test columns): per split, the number of
+  *images in which any radiologist marked the finding*; its "Total" row is the sum over the
+  findings. Of the definitions tried on the real train.csv, only this one gives the paper's
+  figures: summed over both splits it equals the paper's train + test for every one of the 14
+  findings (e.g. aortic enlargement 3,067, pneumothorax 96; 15,365 in all). Images on which at
+  least two radiologists agree (8,825 in all), boxes (36,096) and fused boxes (22,511) do not.
+  The split itself differs (see above): 12,111 / 3,254 against 12,289 / 3,076, per finding at
+  most 38 images (cardiomegaly 1,817 / 483 against 1,855 / 445; pneumothorax 69 / 27 against
+  81 / 15). ``task="multilabel"`` adds "No finding" (images any radiologist called normal).
+  The counts read ``ROOT/train.csv`` when it exists, else the identical Kaggle train.csv that
+  torchxrayvision ships as ``data/vinbigdata-train.csv.gz`` (found without importing it).
 - ``task="multilabel"``: target float32 ``[15]`` multi-hot — findings 0..13 in class_id order,
   then "No finding" — a label positive when ANY radiologist gave it (``no_finding=False``: the
   14 findings only).
@@ -45,7 +56,10 @@ A missing file, a csv without one of the columns, an unknown class or an unreada
 from __future__ import annotations
 
 import csv
+import functools
+import gzip
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +78,7 @@ from sna_core.data.detection import (
     shorter_side_size,
 )
 from sna_core.data.registry import (
+    ClassCounts,
     DatasetInfo,
     data_home,
     dataset_info,
@@ -98,14 +113,15 @@ def _info() -> DatasetInfo:
 
 
 def read_train_csv(path: str, root: str) -> dict[str, list[Finding]]:
-    """train.csv as ``{image_id: [Finding, ...]}`` (rows in file order)."""
+    """train.csv (or a gzipped copy, ``*.gz``) as ``{image_id: [Finding, ...]}`` (rows in file order)."""
+    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with opener(path, "rt", newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             columns, rows = list(reader.fieldnames or []), list(reader)
     except FileNotFoundError:
         raise root_error(_info(), root, f"missing {os.path.relpath(path, root)}") from None
-    except (UnicodeDecodeError, csv.Error) as error:
+    except (UnicodeDecodeError, csv.Error, gzip.BadGzipFile, EOFError) as error:
         raise root_error(_info(), root, f"{path} is not a readable csv ({error})") from None
     missing = [column for column in CSV_COLUMNS if column not in columns]
     if missing:
@@ -145,6 +161,55 @@ def split_of(image_id: str, val_fraction: float = 0.2) -> str:
     """``"val"`` when SHA-256(image_id)'s first 8 bytes, as a fraction of 2⁶⁴, are < ``val_fraction``."""
     fraction = int.from_bytes(hashlib.sha256(image_id.encode("utf-8")).digest()[:8], "big") / 2.0**64
     return "val" if fraction < val_fraction else "train"
+
+
+def shipped_train_csv() -> str | None:
+    """torchxrayvision's copy of the Kaggle train.csv (``data/vinbigdata-train.csv.gz``), if it is
+    installed; located, not imported (it may be installed without its dependencies)."""
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or spec.origin is None:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "data", "vinbigdata-train.csv.gz")
+    return path if os.path.isfile(path) else None
+
+
+def class_counts(root: str | None = None, *, task: str = "detection", val_fraction: float = 0.2,
+                 limit: int | None = None, **_builder_kwargs: Any) -> ClassCounts:
+    """Images per finding in each split (see the module doc): ``ROOT/train.csv`` when it exists,
+    else torchxrayvision's shipped copy; the split and ``limit`` as the dataset builds them.
+    Other builder kwargs do not change which images a split holds and are ignored."""
+    if task not in _info().tasks:
+        raise ValueError(f"dataset 'vindr_cxr' does not serve task {task!r}; its tasks: {', '.join(_info().tasks)}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    check_limit(limit)
+    local = os.path.join(root, "train.csv") if root else None
+    if local and os.path.isfile(local):
+        path, source = local, local
+    elif (path := shipped_train_csv()) is not None:
+        source = f"{path} (torchxrayvision's copy of the Kaggle train.csv; no {local or 'dataset root'} here)"
+    else:
+        raise root_error(_info(), root, "no train.csv to count the findings in (torchxrayvision, which ships a "
+                                        "copy as data/vinbigdata-train.csv.gz, is not installed either)")
+    counts = _counts_of_file(path, os.path.getmtime(path), val_fraction, limit, task == "multilabel")
+    return ClassCounts(splits=counts, unit="images with the finding (any radiologist)", source=source)
+
+
+@functools.lru_cache(maxsize=8)
+def _counts_of_file(path: str, _mtime: float, val_fraction: float, limit: int | None,
+                    no_finding: bool) -> dict[str, tuple[int, ...]]:
+    findings = read_train_csv(path, os.path.dirname(path))
+    classes = len(CLASS_NAMES) if no_finding else len(VINDR_FINDINGS)
+    counts = {}
+    for split in SPLITS:
+        ids = [image_id for image_id in sorted(findings) if split_of(image_id, val_fraction) == split][:limit]
+        per_class = [0] * classes
+        for image_id in ids:
+            for class_id in {row.class_id for row in findings[image_id]}:
+                if class_id < classes:
+                    per_class[class_id] += 1
+        counts[split] = tuple(per_class)
+    return counts
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -402,6 +467,7 @@ INFO = register_dataset(
         mean=(0.0, 0.0, 0.0),
         std=(1.0, 1.0, 1.0),
         task_num_classes={"detection": len(VINDR_FINDINGS), "multilabel": len(CLASS_NAMES)},
+        class_counts=class_counts,
         notes=(
             "14 findings (class_id 0..13) plus 'No finding' (14, no boxes): detection uses the 14 (radiologists' "
             "boxes fused per class, IoU > 0.4 groups averaged), multilabel has 15 outputs (no_finding=False: 14). "
@@ -420,8 +486,10 @@ __all__ = [
     "VinDrCXRDetection",
     "VinDrCXRMultilabel",
     "box_iou",
+    "class_counts",
     "fuse_boxes",
     "read_dicom",
     "read_train_csv",
+    "shipped_train_csv",
     "split_of",
 ]
