@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.errors import UsageError
+from orchestrator.result_relay import start_relay
 from orchestrator.stop import StopRequest
 from orchestrator.trainable import (
     SKIP_PG_CLEANER_ENV,
@@ -306,6 +307,8 @@ def tune_trials(searcher: Any, n_trials: int, *, storage_path: str, name: str, c
     from ray import tune
 
     trainable = trainable or make_trainable()
+    # Owned by this driver, so it outlives every trial actor; trials find it by name.
+    relay = start_relay()  # noqa: F841 - held for the sweep's lifetime
     tuner = tune.Tuner(
         tune.with_resources(trainable, tune.PlacementGroupFactory([trial_resources or {"CPU": TRIAL_DRIVER_CPU}])),
         tune_config=tune.TuneConfig(

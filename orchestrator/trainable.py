@@ -13,9 +13,10 @@ Train V2 finds the run's latest checkpoint and the worker loop continues from it
 The worker loop, per epoch: train, evaluate (every rank its shard of the validation set, on the
 unwrapped model; the task sums over ranks), log to MLflow (rank 0, ``step=epoch``), then
 ``ray.train.report`` with a checkpoint written by rank 0 (model, optimiser, scheduler, epoch, RNG
-states, the metric history, and the MLflow run id). ``TuneReportCallback`` forwards rank 0's metrics to Tune. At the end,
-rank 0 logs the summary (parameters, FLOPs at the dataset's image size, throughput, SNA power
-iteration statistics, ``best_*`` and ``final_*``) and finishes the MLflow run; an exception or a
+states, the metric history, and the MLflow run id). The sweep's result relay
+(:mod:`orchestrator.result_relay`) carries rank 0's metrics to Tune. At the end, rank 0 logs the
+summary (parameters, FLOPs at the dataset's image size, throughput, SNA power iteration
+statistics, ``best_*`` and ``final_*``) and finishes the MLflow run; an exception or a
 non-finite loss finishes it ``FAILED`` with the reason and fails the trial.
 """
 
@@ -124,10 +125,18 @@ def make_trainable(train_loop: TrainLoop | None = None, *, lean: bool = True) ->
     loop = train_loop or train_loop_per_worker
 
     def run_trial(config: dict) -> None:
+        import ray.tune
+
+        from orchestrator.result_relay import fit_reporting, start_relay
+
         spec = TrialSpec.from_config(config)
-        trainer = build_trainer(spec, loop, lean=lean)
+        relay = start_relay() if lean else None
+        trainer = build_trainer(spec, loop, lean=lean, relay=relay)
         try:
-            trainer.fit()
+            if relay is None:
+                trainer.fit()
+            else:
+                fit_reporting(spec.key, relay, trainer.fit, ray.tune.report)
         except Exception as error:
             # The worker marks its own failures; this catches what it could not (a lost worker
             # process, a failed start) so no MLflow run stays RUNNING.
@@ -168,12 +177,21 @@ def sweep_trainer_class() -> type:
     return SweepTorchTrainer
 
 
-def build_trainer(spec: TrialSpec, train_loop: TrainLoop, *, lean: bool = True):
+def build_trainer(spec: TrialSpec, train_loop: TrainLoop, *, lean: bool = True, relay: Any = None):
     """The ``TorchTrainer`` of one trial: a stable Train run name (the trial key) under the
-    sweep's storage, so Train V2 resumes it from its latest checkpoint after a restart."""
+    sweep's storage, so Train V2 resumes it from its latest checkpoint after a restart.
+
+    Results reach Tune through ``relay`` (:mod:`orchestrator.result_relay`), else through Ray's
+    ``TuneReportCallback``. ``lean``: one-worker trials get
+    :class:`~orchestrator.train_backend.SingleWorkerConfig` (no process group) and the trainer
+    class of :func:`sweep_trainer_class`; ``lean=False`` is Ray's stock set-up, for the benchmark.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from orchestrator.result_relay import relay_callback
+    from orchestrator.train_backend import SingleWorkerConfig
 
     resources = {"CPU": spec.cpus_per_worker}
     if spec.gpus_per_worker:
@@ -183,6 +201,7 @@ def build_trainer(spec: TrialSpec, train_loop: TrainLoop, *, lean: bool = True):
     return trainer_class(
         train_loop,
         train_loop_config=loop_config,
+        torch_config=SingleWorkerConfig() if lean and spec.num_workers == 1 else None,
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.num_workers,
             use_gpu=spec.gpus_per_worker > 0,
@@ -191,7 +210,7 @@ def build_trainer(spec: TrialSpec, train_loop: TrainLoop, *, lean: bool = True):
         run_config=ray.train.RunConfig(
             name=spec.key,
             storage_path=train_runs_path(spec.storage_path),
-            callbacks=[TuneReportCallback()],
+            callbacks=[relay_callback(spec.key, relay) if relay is not None else TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         ),
