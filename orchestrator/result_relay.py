@@ -60,11 +60,15 @@ class ResultRelay:
 
 
 def start_relay() -> Any:
-    """This job's relay (created on first use; owned by the caller, gone with it)."""
+    """This job's relay, created on first use on the caller's node (the driver's, when the
+    runner starts it): a zero-CPU actor could otherwise land on a worker node, and a lost worker
+    node must cost only the trials on it, which Train restarts elsewhere."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(num_cpus=0, max_restarts=0)(ResultRelay)
-    return actor.options(name=RELAY_NAME, get_if_exists=True).remote()
+    return actor.options(name=RELAY_NAME, get_if_exists=True, scheduling_strategy=here).remote()
 
 
 def relay_callback(key: str, relay: Any) -> Any:
