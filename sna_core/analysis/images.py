@@ -186,17 +186,26 @@ DEMO_NATURAL = ("astronaut", "camera", "coffee", "chelsea")
 DEMO_MEDICAL = "RG1_UNCR.dcm"  # pydicom-data: a PA chest radiograph, 1955×1841, MONOCHROME1, 15-bit
 
 
-def demo_images() -> list[tuple[LoadedImage, str]]:
-    """(image, kind) for the demo: scikit-image photos ("natural") and the pydicom-data chest
-    radiograph ("medical"). Raises ImportError naming the optional package that is missing."""
+def _demo_packages(medical: str) -> Callable[..., Any]:
+    """pydicom-data's file finder, once scikit-image and pydicom are known to import; an
+    ImportError naming the missing package otherwise."""
     try:
-        import skimage.data
+        import skimage.data  # noqa: F401  (checked here, used by the readers)
     except ImportError as error:
         raise ImportError(missing_package_message("scikit-image", "the demo's natural images")) from error
     try:
         from pydicom.data import get_testdata_file
     except ImportError as error:
-        raise ImportError(missing_package_message("pydicom", "the demo's chest radiograph")) from error
+        raise ImportError(missing_package_message("pydicom", medical)) from error
+    return get_testdata_file
+
+
+def demo_images() -> list[tuple[LoadedImage, str]]:
+    """(image, kind) for the demo: scikit-image photos ("natural") and the pydicom-data chest
+    radiograph ("medical"). Raises ImportError naming the optional package that is missing."""
+    import skimage.data
+
+    get_testdata_file = _demo_packages("the demo's chest radiograph")
     images = []
     for name in DEMO_NATURAL:
         pixels = np.asarray(getattr(skimage.data, name)(), dtype=np.float64) / 255.0
@@ -251,14 +260,7 @@ def _skimage_photo(name: str) -> Callable[[], LoadedImage]:
 def demo_groups() -> dict[str, list[ImageSource]]:
     """Fig. 1(e)'s demo sets: ``{"natural": [...15 photos], "medical": [...11 DICOM slices]}``,
     read when loaded. Raises ImportError naming the package (or the file) that is missing."""
-    try:
-        import skimage.data  # noqa: F401  (checked here, used by the readers)
-    except ImportError as error:
-        raise ImportError(missing_package_message("scikit-image", "the demo's natural images")) from error
-    try:
-        from pydicom.data import get_testdata_file
-    except ImportError as error:
-        raise ImportError(missing_package_message("pydicom", "the demo's medical images")) from error
+    get_testdata_file = _demo_packages("the demo's medical images")
     natural = [ImageSource(name, f"skimage.data ({name})", _skimage_photo(name)) for name in DEMO_NATURAL_SET]
     medical = []
     for filename in DEMO_MEDICAL_SET:
