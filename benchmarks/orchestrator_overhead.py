@@ -17,6 +17,11 @@ batches, one thread, the number of SGD steps calibrated here to ``--trial-second
 - ``overhead_cpu_s_per_trial``: the CPU the whole machine spent during the sweep (``/proc/stat``)
   beyond the plain loop's training, per trial: process start-ups, imports, polling, logging,
   checkpoints. On 2 busy cores every CPU-second of it costs about half a second of wall time.
+- ``cpu_s_by_process`` (:mod:`benchmarks.process_cpu`): that CPU by kind of process (Train
+  workers, Train controllers, Train synchronisation actors, Tune trial actors, the result relay,
+  Ray's daemons, the driver); ``cpu_s_per_trial_beyond_compute`` divides the per-trial kinds by
+  the trials (the worker's share less its training compute); ``worker_startup_cpu_s`` is the CPU
+  a Train worker process spent before its loop's first line.
 
 Reported per trial (means, with min/max): Train start-up (``TorchTrainer.fit()`` called → the
 worker loop's first line), Tune launch (trial started in the driver → ``fit()`` called: the trial
@@ -45,6 +50,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from benchmarks.process_cpu import PER_TRIAL_KINDS, ProcessCpuSampler
 
 WORKLOAD_BATCH = 32
 
@@ -112,7 +119,7 @@ def benchmark_loop(loop_config: dict) -> None:
 
     from orchestrator.tracking import TrialLogger
 
-    started_at = time.time()
+    started_at, startup_cpu_s = time.time(), time.process_time()  # this worker process's start-up CPU
     fit_called_at = loop_config.pop("fit_called_at", started_at)
     config = loop_config["config"]
     steps, epochs = int(config["steps_per_epoch"]), int(config["train"]["epochs"])
@@ -121,9 +128,10 @@ def benchmark_loop(loop_config: dict) -> None:
         logger = TrialLogger(loop_config["tracking_uri"], loop_config["run_id"])
         logger.mark_running()
     for epoch in range(epochs):
-        epoch_start = time.perf_counter()
+        epoch_start, epoch_cpu_start = time.perf_counter(), time.process_time()
         model = run_workload(steps, seed=epoch)
         metrics = {"epoch": epoch, "epochs": epochs, "epoch_time_s": time.perf_counter() - epoch_start,
+                   "epoch_cpu_s": time.process_time() - epoch_cpu_start, "worker_startup_cpu_s": startup_cpu_s,
                    "train_startup_s": started_at - fit_called_at, "fit_called_at": fit_called_at, "loss": 0.0}
         if logger is not None:
             logger.log_epoch({"loss": 0.0, "epoch_time_s": metrics["epoch_time_s"]}, epoch)
@@ -150,6 +158,8 @@ def _timing_callback() -> Any:
             entry["train_startup_s"] = float(result["train_startup_s"])
             entry["fit_called_at"] = float(result["fit_called_at"])
             entry["compute_s"] = entry.get("compute_s", 0.0) + float(result["epoch_time_s"])
+            entry["compute_cpu_s"] = entry.get("compute_cpu_s", 0.0) + float(result["epoch_cpu_s"])
+            entry["worker_startup_cpu_s"] = float(result["worker_startup_cpu_s"])
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.times.setdefault(trial.trial_id, {})["complete"] = time.time()
@@ -212,14 +222,17 @@ def run_sweep_side(args: argparse.Namespace, steps_per_epoch: int, workdir: str)
     init_start = time.perf_counter()
     with runner.ray_session(num_cpus=args.concurrency, tuned=not args.ray_defaults) as session:
         init_s = time.perf_counter() - init_start
-        sweep_start, cpu_start = time.perf_counter(), machine_cpu_seconds()
-        runner.tune_trials(runner.make_cell_queue(specs), len(specs), storage_path=workdir, name="overhead",
-                           concurrency=args.concurrency, callbacks=[callback],
-                           trainable=make_trainable(benchmark_loop, lean=not args.ray_defaults),
-                           reuse_actors=not args.ray_defaults, start_ahead=args.start_ahead,
-                           trial_resources=session.trial_resources)
-        sweep_s, cpu_end = time.perf_counter() - sweep_start, machine_cpu_seconds()
+        with ProcessCpuSampler() as sampler:
+            sweep_start, cpu_start = time.perf_counter(), machine_cpu_seconds()
+            runner.tune_trials(runner.make_cell_queue(specs), len(specs), storage_path=workdir, name="overhead",
+                               concurrency=args.concurrency, callbacks=[callback],
+                               trainable=make_trainable(benchmark_loop, lean=not args.ray_defaults),
+                               reuse_actors=not args.ray_defaults, start_ahead=args.start_ahead,
+                               trial_resources=session.trial_resources)
+            sweep_s, cpu_end = time.perf_counter() - sweep_start, machine_cpu_seconds()
     times = list(callback.times.values())
+    by_kind = sampler.by_kind()
+    compute_cpu = sum(t.get("compute_cpu_s", 0.0) for t in times)
     return {
         "ray_init_s": round(init_s, 2),
         "sweep_s": round(sweep_s, 2),
@@ -230,7 +243,16 @@ def run_sweep_side(args: argparse.Namespace, steps_per_epoch: int, workdir: str)
         "tune_launch_s": _stats([t["fit_called_at"] - t["start"] for t in times if "fit_called_at" in t]),
         "teardown_s": _stats([t["complete"] - t["last_result"] for t in times if "complete" in t and "last_result" in t]),
         "compute_s": _stats([t["compute_s"] for t in times if "compute_s" in t]),
+        "compute_cpu_s": _stats([t["compute_cpu_s"] for t in times if "compute_cpu_s" in t]),
+        "worker_startup_cpu_s": _stats([t["worker_startup_cpu_s"] for t in times if "worker_startup_cpu_s" in t]),
         "trial_wall_s": _stats([t["complete"] - t["start"] for t in times if "complete" in t]),
+        "cpu_s_by_process": by_kind or None,
+        # Per trial, what is not the workload itself: the Train worker's start-up, imports,
+        # logging and checkpoints (its CPU beyond compute), and the Train controller and
+        # synchronisation actor that each TorchTrainer.fit() starts.
+        "cpu_s_per_trial_beyond_compute": None if not by_kind else {
+            kind: round((by_kind.get(kind, {}).get("cpu_s", 0.0) - (compute_cpu if kind == "train_worker" else 0.0))
+                        / args.trials, 2) for kind in PER_TRIAL_KINDS},
     }
 
 
