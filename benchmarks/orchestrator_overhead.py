@@ -228,7 +228,7 @@ def run_sweep_side(args: argparse.Namespace, steps_per_epoch: int, workdir: str)
                                concurrency=args.concurrency, callbacks=[callback],
                                trainable=make_trainable(benchmark_loop, lean=not args.ray_defaults),
                                reuse_actors=not args.ray_defaults, start_ahead=args.start_ahead,
-                               trial_resources=session.trial_resources)
+                               trial_resources=session.trial_resources, relay=not args.ray_defaults)
             sweep_s, cpu_end = time.perf_counter() - sweep_start, machine_cpu_seconds()
     times = list(callback.times.values())
     by_kind = sampler.by_kind()

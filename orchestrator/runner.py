@@ -298,17 +298,19 @@ def _quiet_ray_loggers(verbose: bool) -> None:
 
 def tune_trials(searcher: Any, n_trials: int, *, storage_path: str, name: str, concurrency: int,
                 max_failures: int = 0, callbacks: Sequence[Any] = (), trainable: Callable[[dict], None] | None = None,
-                reuse_actors: bool = True, start_ahead: int = 0, trial_resources: dict[str, float] | None = None) -> Any:
+                reuse_actors: bool = True, start_ahead: int = 0, trial_resources: dict[str, float] | None = None,
+                relay: bool = True) -> Any:
     """Run ``n_trials`` Tune trials that ``searcher`` hands out (each config a
     :class:`TrialSpec`); trial names and folders are the trial keys. Returns Tune's ResultGrid.
 
     Shared by :func:`run_sweep` and ``benchmarks.orchestrator_overhead`` (which passes its own
-    ``trainable`` built by :func:`~orchestrator.trainable.make_trainable`)."""
+    ``trainable`` built by :func:`~orchestrator.trainable.make_trainable`). ``relay=False`` starts
+    no result relay, for a trainable built with ``lean=False`` (Ray's report queue instead)."""
     from ray import tune
 
     trainable = trainable or make_trainable()
     # Owned by this driver, so it outlives every trial actor; trials find it by name.
-    relay = start_relay()  # noqa: F841 - held for the sweep's lifetime
+    relay_handle = start_relay() if relay else None  # noqa: F841 - held for the sweep's lifetime
     tuner = tune.Tuner(
         tune.with_resources(trainable, tune.PlacementGroupFactory([trial_resources or {"CPU": TRIAL_DRIVER_CPU}])),
         tune_config=tune.TuneConfig(
