@@ -47,8 +47,9 @@ def test_sampler_counts_the_cpu_a_child_spends_inside_the_block_only() -> None:
     sampler = ProcessCpuSampler(interval_s=0.05)
     if not sampler.available:
         pytest.skip("no /proc on this system: the sampler reads Linux's per-process CPU times")
-    # Alive before the block: it burns 1.5 s there, then 0.3 s inside the block.
-    before = subprocess.Popen([sys.executable, "-c", BURN.format(seconds=1.5) + "time.sleep(1.0)\n" + BURN.format(seconds=0.3)])
+    # Alive before the block: it burns 1.5 s there, then 0.3 s inside the block. Both children
+    # sleep after burning, so the sampler sees their last CPU before they exit.
+    before = subprocess.Popen([sys.executable, "-c", BURN.format(seconds=1.5) + "time.sleep(1.0)\n" + BURN.format(seconds=0.3) + "time.sleep(0.3)\n"])
     try:
         deadline = time.monotonic() + 30
         while _cpu_seconds(before.pid) < 1.5 and time.monotonic() < deadline:
