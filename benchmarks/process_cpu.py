@@ -127,13 +127,18 @@ class ProcessCpuSampler:
             self._thread.join()
             self._sample()
 
+    def spent(self, pid: int) -> float:
+        """CPU-seconds process ``pid`` spent in the block (0.0 if it was never seen)."""
+        seen = self._seen.get(str(pid))
+        return 0.0 if seen is None else max(0.0, seen.cpu_last - seen.cpu_at_start)
+
     def by_kind(self) -> dict[str, dict[str, float]]:
         """``{kind: {"cpu_s": CPU-seconds in the block, "processes": how many}}``, largest first;
         processes that spent nothing are left out. ``this_process`` is the sampling process (for
         the benchmark: the sweep's driver, Tune's event loop, and this sampler)."""
         totals: dict[str, list[float]] = {}
         for pid, seen in self._seen.items():
-            spent = seen.cpu_last - seen.cpu_at_start
+            spent = self.spent(int(pid))
             if spent <= 0:
                 continue
             kind = "this_process" if pid == self._own_pid else process_kind(seen.command_lines)
